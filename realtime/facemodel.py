@@ -143,3 +143,87 @@ def load_face_model(name: str = "ict-facekit", path: str | Path | None = None) -
     if name == "ict-facekit":
         return load_ict_npz(path)
     raise MissingResourceError(f"unknown face model '{name}' (available: ict-facekit)")
+
+
+# --- Eyeball proxies ---------------------------------------------------------------------------------
+# The ICT face region has holes where the eyes are. MediaPipe needs eyes to track well, and its iris
+# landmarks (468-477) give the metric scale, so renders (synthetic.py) put a sphere with an iris disc in each
+# socket and the fitter needs the same eye centres. Both use this one definition.
+
+IRIS_DIAMETER_MM = 11.7
+"""Mean human iris (limbus) diameter; MediaPipe's iris landmarks are calibrated against it."""
+EYEBALL_RADIUS_MM = 12.0
+"""Mean human eyeball radius (axial length ≈ 24 mm)."""
+PUPIL_DIAMETER_MM = 4.0
+CORNEA_PROTRUSION_MM = 1.0
+"""How far the eyeball's front (gaze axis) sits in front of the mean of the lid-opening loop, in +z."""
+
+
+@dataclass(frozen=True)
+class EyeRig:
+    """Eyeball spheres anchored to the lid-opening boundary loops of the mesh.
+
+    Index 0 is the subject's right eye (-x, MediaPipe iris 468-472), 1 the subject's left eye (+x, 473-477).
+    ``centres`` must be given the identity-only shape (``model.shape(identity)``): expressions (blinks,
+    eyeLook*) move the lids, not the eyeballs.
+    """
+
+    loops: tuple[np.ndarray, np.ndarray]
+    """Vertex ids of each eye's lid-opening boundary loop, in loop order."""
+    offset_mm: np.ndarray
+    """(2, 3) eyeball centre minus the mean of its loop's vertices (model axes)."""
+    radius_mm: float = EYEBALL_RADIUS_MM
+    iris_radius_mm: float = IRIS_DIAMETER_MM / 2.0
+    pupil_radius_mm: float = PUPIL_DIAMETER_MM / 2.0
+
+    def centres(self, identity_vertices: np.ndarray) -> np.ndarray:
+        """(..., N, 3) identity-only vertices -> (..., 2, 3) eyeball centres in the same space."""
+        v = np.asarray(identity_vertices)
+        return np.stack([v[..., loop, :].mean(axis=-2) for loop in self.loops], axis=-2) + self.offset_mm
+
+    @property
+    def iris_depth_mm(self) -> float:
+        """Distance from the eyeball centre to the plane of the limbus along the gaze axis."""
+        return float(np.sqrt(self.radius_mm**2 - self.iris_radius_mm**2))
+
+
+def boundary_loops(triangles: np.ndarray) -> list[np.ndarray]:
+    """Ordered vertex loops of the mesh boundary (edges used by exactly one triangle)."""
+    tri = np.asarray(triangles, dtype=np.int64)
+    directed = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    key = np.sort(directed, axis=1)
+    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    border = directed[counts[inverse.ravel()] == 1]
+    nxt = dict(zip(border[:, 0].tolist(), border[:, 1].tolist(), strict=True))
+    loops: list[np.ndarray] = []
+    seen: set[int] = set()
+    for start in nxt:
+        if start in seen:
+            continue
+        loop = [start]
+        seen.add(start)
+        cur = nxt[start]
+        while cur != start and cur not in seen:
+            loop.append(cur)
+            seen.add(cur)
+            cur = nxt.get(cur, start)
+        loops.append(np.asarray(loop, dtype=np.int32))
+    return loops
+
+
+def eye_rig(model: MorphableModel) -> EyeRig:
+    """Find the two eye openings (the boundary loops nearest the iBUG eye landmarks) and place the spheres."""
+    loops = boundary_loops(model.triangles)
+    mean = model.mean_mm
+    # iBUG-68: 36-41 subject's right eye, 42-47 subject's left eye.
+    targets = (mean[model.landmarks68[36:42]].mean(axis=0), mean[model.landmarks68[42:48]].mean(axis=0))
+    chosen: list[np.ndarray] = []
+    for target in targets:
+        dists = [float(np.linalg.norm(mean[lp].mean(axis=0) - target)) for lp in loops]
+        best = int(np.argmin(dists))
+        if dists[best] > 15.0:
+            raise MissingResourceError(f"face model '{model.name}' has no eye opening near the eye landmarks")
+        chosen.append(loops[best])
+    offset = np.zeros((2, 3), dtype=np.float32)
+    offset[:, 2] = CORNEA_PROTRUSION_MM - EYEBALL_RADIUS_MM
+    return EyeRig(loops=(chosen[0], chosen[1]), offset_mm=offset)
