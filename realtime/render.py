@@ -1,0 +1,721 @@
+"""ModernGL mesh renderer: the same code draws the headless (EGL) pictures and the live window's views.
+
+Conventions
+-----------
+* Vertices are in OpenCV camera space (x right, y down, z forward), millimetres, as produced by the fitter.
+* The projection is built from the fitter's :class:`~realtime.camera.Intrinsics`, so a vertex ``v`` is drawn
+  at pixel ``intrinsics.project(v)`` with pixel centres at integer coordinates (OpenCV). Window row ``y`` of
+  the framebuffer is image row ``y`` (image top row first), so read-backs need no flip; a consequence is that
+  front faces are clockwise in window coordinates.
+* Lighting ("lit", "heatmap"): ``radiance = albedo * max(0, sum_k sh[k] * Y_k(n))`` with the real spherical
+  harmonics of bands 0..2 (``Y = 0.282095, 0.488603 (y, z, x), 1.092548 xy, 1.092548 yz,
+  0.315392 (3z^2 - 1), 1.092548 xz, 0.546274 (x^2 - y^2)``) evaluated on the unit normal in view space with
+  OpenCV axes: a light from the camera has a negative ``z`` coefficient, a light from above a negative ``y``
+  one. :func:`sh_basis` evaluates the same basis in numpy.
+* OpenGL 3.3 core. Per frame the CPU uploads N positions and smooth normals (buffer orphaning: the buffers
+  are allocated once per mesh topology) and the mesh is drawn indexed. The wireframe and the triangle-id
+  pictures need a barycentric coordinate per triangle corner (done in the fragment shader, no geometry
+  shader): they draw an "expanded" copy with three vertices per triangle, gathered on demand.
+* :meth:`OffscreenRenderer.render` only draws, resolves and reads the pixels inside the mesh's screen
+  bounding box (the rest of the picture is the background or clear colour, copied on the CPU), so the cost
+  follows the face's size on screen, not the frame's.
+
+A renderer and its context belong to the thread that created them.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+import moderngl
+import numpy as np
+import scipy.sparse
+
+from realtime.camera import Intrinsics
+from realtime.errors import BadInputError, MissingResourceError
+from realtime.paths import shaders_dir
+
+log = logging.getLogger(__name__)
+
+RENDER_MODES: tuple[str, ...] = ("lit", "wireframe", "textured", "normals", "depth", "heatmap")
+_MODE_INDEX = {name: i for i, name in enumerate(RENDER_MODES)}
+
+DEFAULT_ALBEDO = (0.80, 0.72, 0.66)
+"""Clay-like skin tone used when no per-vertex albedo is given."""
+
+DEFAULT_CLEAR_COLOR = (0.0, 0.0, 0.0)
+DEFAULT_WIRE_COLOR = (0.55, 0.95, 0.75, 0.85)
+
+_SH_CONSTANTS = np.array([0.282095, 0.488603, 0.488603, 0.488603, 1.092548, 1.092548, 0.315392, 1.092548,
+                          0.546274])
+
+
+def default_sh() -> np.ndarray:
+    """Soft frontal studio light: ambient + a key light from the camera, slightly from above and the left.
+
+    A face looking into the camera gets about 0.9 of its albedo; surfaces seen edge-on about 0.5.
+    """
+    sh = np.zeros((9, 3), dtype=np.float32)
+    sh[0] = 0.45 / _SH_CONSTANTS[0]    # ambient
+    sh[1] = -0.14 / _SH_CONSTANTS[1]   # from above (camera -y)
+    sh[2] = -0.45 / _SH_CONSTANTS[2]   # from the camera (camera -z)
+    sh[3] = -0.06 / _SH_CONSTANTS[3]   # from the viewer's left (camera -x)
+    sh[6] = -0.04 / _SH_CONSTANTS[6]   # a little less light at the poles than on the equator: softer rim
+    return sh
+
+
+def sh_basis(normals: np.ndarray) -> np.ndarray:
+    """(..., 3) unit normals -> (..., 9) basis values, the same functions the shaders use."""
+    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
+    one = np.ones_like(x)
+    return np.stack([one * _SH_CONSTANTS[0], _SH_CONSTANTS[1] * y, _SH_CONSTANTS[2] * z, _SH_CONSTANTS[3] * x,
+                     _SH_CONSTANTS[4] * x * y, _SH_CONSTANTS[5] * y * z, _SH_CONSTANTS[6] * (3 * z * z - 1),
+                     _SH_CONSTANTS[7] * x * z, _SH_CONSTANTS[8] * (x * x - y * y)], axis=-1)
+
+
+_COLORMAPS: dict[str, tuple[tuple[float, tuple[int, int, int]], ...]] = {
+    # Moreland's diverging "cool to warm" (signed quantities such as left-right differences).
+    "coolwarm": ((0.0, (59, 76, 192)), (0.25, (144, 178, 254)), (0.5, (221, 221, 221)),
+                 (0.75, (245, 156, 125)), (1.0, (180, 4, 38))),
+    # Perceptually uniform sequential map (magnitudes).
+    "viridis": ((0.0, (68, 1, 84)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)), (0.75, (94, 201, 98)),
+                (1.0, (253, 231, 37))),
+}
+
+
+def colormap_lut(name: str, size: int = 256) -> np.ndarray:
+    """(size, 3) uint8 lookup table for a colour map name ("coolwarm", "viridis")."""
+    if name not in _COLORMAPS:
+        raise BadInputError(f"unknown colour map '{name}' (available: {', '.join(_COLORMAPS)})")
+    stops = _COLORMAPS[name]
+    pos = np.array([s[0] for s in stops])
+    rgb = np.array([s[1] for s in stops], dtype=np.float64)
+    t = np.linspace(0.0, 1.0, size)
+    lut = np.stack([np.interp(t, pos, rgb[:, c]) for c in range(3)], axis=-1)
+    return np.round(lut).astype(np.uint8)
+
+
+def projection_matrix(intrinsics: Intrinsics, near_mm: float, far_mm: float) -> np.ndarray:
+    """4x4 matrix from OpenCV view space (mm) to GL clip space for a target of the intrinsics' size.
+
+    Window x = u + 0.5 and window y = v + 0.5 for the pixel (u, v) = ``intrinsics.project(p)``: GL pixel
+    centres sit at half-integers, OpenCV's at integers. Depth maps [near, far] to [-1, 1].
+    """
+    w, h = float(intrinsics.width), float(intrinsics.height)
+    m = np.zeros((4, 4), dtype=np.float64)
+    m[0, 0] = 2.0 * intrinsics.fx / w
+    m[0, 2] = (2.0 * intrinsics.cx + 1.0) / w - 1.0
+    m[1, 1] = 2.0 * intrinsics.fy / h
+    m[1, 2] = (2.0 * intrinsics.cy + 1.0) / h - 1.0
+    m[2, 2] = (far_mm + near_mm) / (far_mm - near_mm)
+    m[2, 3] = -2.0 * far_mm * near_mm / (far_mm - near_mm)
+    m[3, 2] = 1.0
+    return m
+
+
+def orbit_view_matrix(center_mm: np.ndarray, yaw_deg: float, pitch_deg: float,
+                      distance_mm: float) -> np.ndarray:
+    """Camera -> view transform of an orbit camera looking at ``center_mm`` from ``distance_mm``.
+
+    At yaw = pitch = 0 the orbit camera looks along the real camera's axis (the face is seen as in the
+    camera image); yaw turns the view about its vertical axis, pitch about its horizontal one.
+    """
+    c = np.asarray(center_mm, dtype=np.float64)
+    ya, pa = np.radians(yaw_deg), np.radians(pitch_deg)
+    ry = np.array([[np.cos(ya), 0.0, np.sin(ya)], [0.0, 1.0, 0.0], [-np.sin(ya), 0.0, np.cos(ya)]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(pa), -np.sin(pa)], [0.0, np.sin(pa), np.cos(pa)]])
+    r = rx @ ry
+    m = np.eye(4)
+    m[:3, :3] = r
+    m[:3, 3] = np.array([0.0, 0.0, distance_mm]) - r @ c
+    return m
+
+
+
+def load_shader_source(name: str) -> str:
+    path = shaders_dir() / name
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        raise MissingResourceError(f"shader file not found: {path}") from None
+
+
+def create_headless_context() -> moderngl.Context:
+    """An OpenGL 3.3+ standalone context through EGL (Mesa llvmpipe without a GPU)."""
+    try:
+        return moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
+    except Exception as exc:  # the platform layer raises plain Exceptions
+        raise MissingResourceError(f"headless OpenGL (EGL) is not available: {exc}") from None
+
+
+Rect = tuple[int, int, int, int]
+"""x, y, width, height in pixels; y counts image rows from the top (= window y of the framebuffer)."""
+
+
+class _Topology:
+    """Per-triangle-list data, built once: index buffer contents and the vertex-normal accumulation matrix."""
+
+    def __init__(self, triangles: np.ndarray, n_vertices: int) -> None:
+        self.triangles = triangles
+        self.n_vertices = n_vertices
+        self.flat = triangles.reshape(-1)
+        self.corners = [np.ascontiguousarray(triangles[:, k]) for k in range(3)]
+        n_tri = triangles.shape[0]
+        # normals = A @ face_normals (area-weighted sum over each vertex's triangles) as one sparse product.
+        self.accumulate = scipy.sparse.csr_matrix(
+            (np.ones(self.flat.size, dtype=np.float32), (self.flat, np.repeat(np.arange(n_tri), 3))),
+            shape=(n_vertices, n_tri))
+        self.edge1 = np.empty((n_tri, 3), dtype=np.float32)
+        self.edge2 = np.empty((n_tri, 3), dtype=np.float32)
+        self.base = np.empty((n_tri, 3), dtype=np.float32)
+
+    def vertex_normals(self, v: np.ndarray) -> np.ndarray:
+        np.take(v, self.corners[0], axis=0, out=self.base)
+        np.take(v, self.corners[1], axis=0, out=self.edge1)
+        np.take(v, self.corners[2], axis=0, out=self.edge2)
+        self.edge1 -= self.base
+        self.edge2 -= self.base
+        n = np.asarray(self.accumulate @ np.cross(self.edge1, self.edge2), dtype=np.float32)
+        length = np.sqrt(np.einsum("ij,ij->i", n, n))
+        np.maximum(length, 1e-12, out=length)
+        n /= length[:, None]
+        return n
+
+
+def _as_f32(a: np.ndarray, shape_tail: tuple[int, ...], what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 1 + len(shape_tail) or arr.shape[1:] != shape_tail:
+        raise BadInputError(f"{what} must have shape (N, {', '.join(map(str, shape_tail))}), got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class OffscreenRenderer:
+    """Renders a triangle mesh into an offscreen framebuffer of ``width`` x ``height`` pixels.
+
+    Owns an EGL standalone context unless ``ctx`` is given (e.g. the live window's context). :meth:`draw`
+    leaves a full picture in :attr:`color_texture` (image row 0 at texture row 0) for the window to show
+    without a read-back; :meth:`render` returns a numpy image.
+    """
+
+    def __init__(self, width: int, height: int, ctx: moderngl.Context | None = None,
+                 samples: int = 4) -> None:
+        if width <= 0 or height <= 0:
+            raise BadInputError(f"render size must be positive, got {width}x{height}")
+        self.width = int(width)
+        self.height = int(height)
+        self._own_ctx = ctx is None
+        self.ctx: moderngl.Context = create_headless_context() if ctx is None else ctx
+        c = self.ctx
+        if c.version_code < 330:
+            raise MissingResourceError(f"OpenGL 3.3 is needed for rendering, got {c.version_code}")
+        max_samples = int(c.info.get("GL_MAX_SAMPLES", 0) or 0)
+        self.samples = min(int(samples), max_samples) if samples > 1 else 0
+        self._released = False
+        size = (self.width, self.height)
+
+        self._mesh_prog = c.program(vertex_shader=load_shader_source("mesh.vert"),
+                                    fragment_shader=load_shader_source("mesh.frag"))
+        self._ids_prog = c.program(vertex_shader=load_shader_source("mesh.vert"),
+                                   fragment_shader=load_shader_source("mesh_ids.frag"))
+        self._bg_prog = c.program(vertex_shader=load_shader_source("fullscreen.vert"),
+                                  fragment_shader=load_shader_source("background.frag"))
+        self._points_prog = c.program(vertex_shader=load_shader_source("points.vert"),
+                                      fragment_shader=load_shader_source("points.frag"))
+        self._bg_vao = c.vertex_array(self._bg_prog, [])
+        self._points_buf = c.buffer(reserve=478 * 8, dynamic=True)
+        self._points_vao = c.vertex_array(self._points_prog, [(self._points_buf, "2f", "in_px")])
+
+        # Colour target (resolved, readable) and, with MSAA, the multisampled target drawn into.
+        self.color_texture = c.texture(size, 4)
+        self.color_texture.filter = (moderngl.LINEAR, moderngl.LINEAR)
+        self._resolve_fbo = c.framebuffer([self.color_texture], c.depth_renderbuffer(size))
+        if self.samples:
+            self._draw_fbo = c.framebuffer([c.renderbuffer(size, 4, samples=self.samples)],
+                                           c.depth_renderbuffer(size, samples=self.samples))
+        else:
+            self._draw_fbo = self._resolve_fbo
+        # Barycentric / depth / triangle-index target: float32, never multisampled.
+        self._ids_fbo = c.framebuffer([c.texture(size, 4, dtype="f4")], c.depth_renderbuffer(size))
+        self._scratch = np.empty(self.width * self.height * 3, dtype=np.uint8)
+
+        # Vertex buffers: allocated per topology, orphaned and rewritten every frame.
+        self._buffers = {name: c.buffer(reserve=16, dynamic=True) for name in (
+            "pos", "normal", "color", "scalar", "xpos", "xnormal", "xcolor", "xscalar")}
+        self._index_buf = c.buffer(reserve=12)
+        self._vaos: dict[tuple[str, bool], moderngl.VertexArray] = {}
+        self._topology: _Topology | None = None
+        self._mesh: dict[str, np.ndarray] = {}
+        self._expanded_fresh: set[str] = set()
+
+        self._textures: dict[str, moderngl.Texture] = {}
+        self._colormaps: dict[str, moderngl.Texture] = {}
+        self._default_sh = default_sh()
+        self._identity = np.eye(4)
+
+    # ------------------------------------------------------------------ lifetime
+    def __enter__(self) -> OffscreenRenderer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    def _current(self) -> AbstractContextManager[object]:
+        """Make the own EGL context current for a call (several renderers may live in one thread); a
+        context given by the caller (the window's) is the caller's to make current."""
+        return self.ctx if self._own_ctx else nullcontext()
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._own_ctx:
+            self.ctx.release()  # and with it every object of the context
+            return
+        objs: list[moderngl.Buffer | moderngl.Texture | moderngl.VertexArray | moderngl.Framebuffer
+                   | moderngl.Program] = [*self._buffers.values(), self._index_buf, self._points_buf,
+                                          *self._vaos.values(), self._bg_vao, self._points_vao,
+                                          *self._textures.values(), *self._colormaps.values()]
+        for fbo in {self._draw_fbo, self._resolve_fbo, self._ids_fbo}:
+            objs += [*fbo.color_attachments, fbo]  # type: ignore[list-item]
+            if fbo.depth_attachment is not None:
+                objs.append(fbo.depth_attachment)  # type: ignore[arg-type]
+        objs += [self._mesh_prog, self._ids_prog, self._bg_prog, self._points_prog]
+        for obj in objs:
+            obj.release()
+
+    # ------------------------------------------------------------------ public API
+    def render(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics,
+               mode: str = "lit", *, vertex_colors: np.ndarray | None = None,
+               sh_coeffs: np.ndarray | None = None, scalars: np.ndarray | None = None,
+               scalar_range: tuple[float, float] | None = None, texture_image: np.ndarray | None = None,
+               background: np.ndarray | None = None, wireframe_overlay: bool = False,
+               view: np.ndarray | None = None, texture_intrinsics: Intrinsics | None = None,
+               points_px: np.ndarray | None = None, opacity: float = 1.0,
+               clear_color: tuple[float, float, float] = DEFAULT_CLEAR_COLOR,
+               wire_color: tuple[float, float, float, float] = DEFAULT_WIRE_COLOR, wire_width: float = 0.6,
+               colormap: str = "auto", point_color: tuple[float, float, float, float] = (1.0, 0.3, 0.2, 1.0),
+               point_size: float = 3.0, viewport: Rect | None = None, reuse_mesh: bool = False,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Draw the mesh and return the (H, W, 3) uint8 RGB picture.
+
+        Keyword extras beyond the shared contract: ``view`` (4x4 camera -> view transform for another
+        viewpoint, e.g. :func:`orbit_view_matrix`); ``texture_intrinsics`` (the camera that saw
+        ``texture_image`` when it is not ``intrinsics``); ``points_px`` (K, 2) dots drawn on top (landmarks);
+        ``opacity`` of the mesh over the background; colours; ``colormap`` ("auto": "coolwarm" when the
+        scalar range straddles 0, else "viridis"); ``viewport`` (draw into this rectangle of the picture
+        only; ``intrinsics`` then describe a camera of the rectangle's size and the rest of ``out`` is left
+        as it is); ``reuse_mesh`` (the vertices, colours and scalars are those of the previous call: skip
+        their upload); ``out`` (a preallocated (H, W, 3) uint8 array, returned).
+        """
+        with self._current():
+            return self._render(vertices_mm, triangles, intrinsics, mode, vertex_colors=vertex_colors,
+                                sh_coeffs=sh_coeffs, scalars=scalars, scalar_range=scalar_range,
+                                texture_image=texture_image, background=background,
+                                wireframe_overlay=wireframe_overlay, view=view,
+                                texture_intrinsics=texture_intrinsics, points_px=points_px, opacity=opacity,
+                                clear_color=clear_color, wire_color=wire_color, wire_width=wire_width,
+                                colormap=colormap, point_color=point_color, point_size=point_size,
+                                viewport=viewport, reuse_mesh=reuse_mesh, out=out)
+
+    def _render(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics, mode: str, *,
+                background: np.ndarray | None, clear_color: tuple[float, float, float],
+                viewport: Rect | None, out: np.ndarray | None, **options: Any) -> np.ndarray:
+        rect = self._viewport(viewport)
+        if out is None:
+            out = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        elif out.shape != (self.height, self.width, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise BadInputError(f"out must be a contiguous ({self.height}, {self.width}, 3) uint8 array")
+        x, y, w, h = rect
+        if background is not None:
+            if background.shape != (self.height, self.width, 3):
+                raise BadInputError(f"background must be ({self.height}, {self.width}, 3), "
+                                    f"got {background.shape}")
+            if background is not out:
+                np.copyto(out[y:y + h, x:x + w], background[y:y + h, x:x + w])
+        else:
+            out[y:y + h, x:x + w] = np.round(np.clip(clear_color, 0.0, 1.0) * 255.0).astype(np.uint8)
+        box = self._draw(vertices_mm, triangles, intrinsics, mode, rect, crop=True, background=background,
+                         clear_color=clear_color, **options)
+        if box is not None:
+            bx, by, bw, bh = box
+            patch = self._scratch[:bw * bh * 3].reshape(bh, bw, 3)
+            self._resolve_fbo.read_into(patch, viewport=box, components=3, alignment=1)
+            out[by:by + bh, bx:bx + bw] = patch
+        return out
+
+    def draw(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics,
+             mode: str = "lit", **options: object) -> None:
+        """Like :meth:`render` (same keywords except ``out``) but leaves the whole picture in
+        :attr:`color_texture` instead of reading it back (the live window shows it directly)."""
+        viewport = cast("Rect | None", options.pop("viewport", None))
+        with self._current():
+            self._draw(vertices_mm, triangles, intrinsics, mode, self._viewport(viewport), crop=False,
+                       **options)  # type: ignore[arg-type]
+
+    def read(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The picture of the last :meth:`draw` as (H, W, 3) uint8 RGB (image row 0 first)."""
+        if out is None:
+            out = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        with self._current():
+            self._resolve_fbo.read_into(out, components=3, alignment=1)
+        return out
+
+    def render_depth(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics,
+                     *, view: np.ndarray | None = None) -> np.ndarray:
+        """(H, W) float32 view-space z in mm of the visible surface, 0 where nothing is drawn."""
+        with self._current():
+            ids = self._draw_ids(vertices_mm, triangles, intrinsics, view, expanded=False)
+        return np.ascontiguousarray(ids[..., 2])
+
+    def render_ids(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics,
+                   *, view: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) int32 triangle index (-1 = empty) and (H, W, 3) float32 barycentric coordinates."""
+        with self._current():
+            ids = self._draw_ids(vertices_mm, triangles, intrinsics, view, expanded=True)
+        tri = ids[..., 3].astype(np.int32) - 1
+        bary = np.empty((self.height, self.width, 3), dtype=np.float32)
+        bary[..., :2] = ids[..., :2]
+        bary[..., 2] = 1.0 - ids[..., 0] - ids[..., 1]
+        bary[tri < 0] = 0.0
+        return tri, bary
+
+    # ------------------------------------------------------------------ drawing
+    def _draw(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics, mode: str,
+              rect: Rect, *, crop: bool, vertex_colors: np.ndarray | None = None,
+              sh_coeffs: np.ndarray | None = None, scalars: np.ndarray | None = None,
+              scalar_range: tuple[float, float] | None = None, texture_image: np.ndarray | None = None,
+              background: np.ndarray | None = None, wireframe_overlay: bool = False,
+              view: np.ndarray | None = None, texture_intrinsics: Intrinsics | None = None,
+              points_px: np.ndarray | None = None, opacity: float = 1.0,
+              clear_color: tuple[float, float, float] = DEFAULT_CLEAR_COLOR,
+              wire_color: tuple[float, float, float, float] = DEFAULT_WIRE_COLOR, wire_width: float = 0.6,
+              colormap: str = "auto", point_color: tuple[float, float, float, float] = (1.0, 0.3, 0.2, 1.0),
+              point_size: float = 3.0, reuse_mesh: bool = False) -> Rect | None:
+        """Draw into the framebuffer; with ``crop`` only the mesh's bounding box inside ``rect`` is drawn
+        (returned; None when the mesh is not in view), else all of ``rect``."""
+        if mode not in _MODE_INDEX:
+            raise BadInputError(f"unknown render mode '{mode}' (available: {', '.join(RENDER_MODES)})")
+        intr = self._fit_intrinsics(intrinsics, rect)
+        if not reuse_mesh or self._topology is None:
+            self._upload_mesh(vertices_mm, triangles, vertex_colors if mode == "lit" else None,
+                              scalars if mode == "heatmap" else None)
+        verts = self._mesh["pos"]
+        view_m = self._identity if view is None else np.asarray(view, dtype=np.float64)
+        zmin, zmax = self._z_range(verts, view_m)
+        box: Rect | None = rect
+        if crop:
+            box = self._mesh_box(verts, view_m, intr, rect, points_px, point_size)
+            if box is None:
+                return None
+        expanded = wireframe_overlay or mode == "wireframe"
+        prog = self._mesh_prog
+        _mat4(prog, "u_view", view_m)
+        _mat4(prog, "u_proj", projection_matrix(intr, *_clip_planes(zmin, zmax)))
+        _uniform(prog, "u_mode").value = _MODE_INDEX[mode]
+        _uniform(prog, "u_depth_range").value = (zmin, zmax)
+        _uniform(prog, "u_has_colors").value = mode == "lit" and "color" in self._mesh
+        _uniform(prog, "u_albedo").value = DEFAULT_ALBEDO
+        sh = self._default_sh if sh_coeffs is None else np.asarray(sh_coeffs, dtype=np.float32)
+        if sh.shape != (9, 3):
+            raise BadInputError(f"sh_coeffs must have shape (9, 3), got {sh.shape}")
+        _uniform(prog, "u_sh").write(np.ascontiguousarray(sh, dtype=np.float32).tobytes())
+        _uniform(prog, "u_texture").value = 0
+        _uniform(prog, "u_background").value = 1
+        _uniform(prog, "u_colormap").value = 2
+
+        if mode == "heatmap":
+            if "scalar" not in self._mesh:
+                raise BadInputError("the heatmap mode needs per-vertex scalars")
+            s = self._mesh["scalar"]
+            lo, hi = (float(s.min()), float(s.max())) if scalar_range is None else map(float, scalar_range)
+            hi = max(hi, lo + 1e-6)
+            _uniform(prog, "u_scalar_range").value = (lo, hi)
+            self._colormap(colormap if colormap != "auto" else
+                           ("coolwarm" if lo < 0.0 < hi else "viridis")).use(location=2)
+        if mode == "textured":
+            if texture_image is None:
+                raise BadInputError("the textured mode needs a texture_image")
+            tex_intr = texture_intrinsics if texture_intrinsics is not None else intrinsics
+            # Only the part of the image the mesh projects to can be looked up: upload just that.
+            tex_box = _bounding_box(tex_intr.project(verts), (0, 0, texture_image.shape[1],
+                                                              texture_image.shape[0]), pad=2)
+            self._image_texture("texture", texture_image, tex_box).use(location=0)
+            _uniform(prog, "u_tex_k").value = (tex_intr.fx, tex_intr.fy, tex_intr.cx, tex_intr.cy)
+            _uniform(prog, "u_tex_size").value = (float(tex_intr.width), float(tex_intr.height))
+        if background is not None:
+            if background.shape != (self.height, self.width, 3):
+                raise BadInputError(f"background must be ({self.height}, {self.width}, 3), "
+                                    f"got {background.shape}")
+            assert box is not None
+            self._image_texture("background", background, box).use(location=1)
+        _uniform(prog, "u_has_background").value = background is not None
+        _uniform(prog, "u_clear_color").value = tuple(float(v) for v in clear_color)
+        _uniform(prog, "u_opacity").value = float(opacity)
+        _uniform(prog, "u_wireframe").value = bool(wireframe_overlay)
+        _uniform(prog, "u_wire_color").value = tuple(float(v) for v in wire_color)
+        _uniform(prog, "u_wire_width").value = float(wire_width)
+
+        ctx = self.ctx
+        fbo = self._draw_fbo
+        fbo.use()
+        assert box is not None
+        fbo.viewport = rect
+        fbo.scissor = box
+        ctx.front_face = "cw"  # window y grows with image rows, which mirrors the winding
+        fbo.clear(*clear_color, 1.0, depth=1.0)
+        ctx.disable(moderngl.BLEND | moderngl.CULL_FACE)
+        if background is not None:
+            ctx.disable(moderngl.DEPTH_TEST)
+            _uniform(self._bg_prog, "u_background").value = 1
+            self._bg_vao.render(moderngl.TRIANGLES, vertices=3)
+        ctx.enable(moderngl.DEPTH_TEST)
+        self._mesh_vao(prog, expanded).render(moderngl.TRIANGLES)
+        if points_px is not None and len(points_px):
+            self._draw_points(points_px, rect, point_color, point_size)
+        if self.samples:
+            # The blit honours the scissor box: only the drawn pixels are resolved.
+            self._resolve_fbo.scissor = box
+            self._resolve_fbo.use()
+            ctx.copy_framebuffer(self._resolve_fbo, self._draw_fbo)
+        fbo.scissor = None  # type: ignore[assignment]
+        self._resolve_fbo.scissor = None  # type: ignore[assignment]
+        return box
+
+    def _draw_points(self, points_px: np.ndarray, rect: Rect, color: tuple[float, float, float, float],
+                     size: float) -> None:
+        pts = np.ascontiguousarray(np.asarray(points_px)[:, :2], dtype=np.float32)
+        _write(self._points_buf, pts)
+        prog = self._points_prog
+        _uniform(prog, "u_size").value = (float(rect[2]), float(rect[3]))
+        _uniform(prog, "u_point_size").value = float(size)
+        _uniform(prog, "u_point_color").value = tuple(float(c) for c in color)
+        ctx = self.ctx
+        ctx.disable(moderngl.DEPTH_TEST)
+        ctx.enable(moderngl.BLEND | moderngl.PROGRAM_POINT_SIZE)
+        ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
+        self._points_vao.render(moderngl.POINTS, vertices=pts.shape[0])
+        ctx.disable(moderngl.BLEND)
+
+    def _draw_ids(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics,
+                  view: np.ndarray | None, expanded: bool) -> np.ndarray:
+        rect = (0, 0, self.width, self.height)
+        intr = self._fit_intrinsics(intrinsics, rect)
+        self._upload_mesh(vertices_mm, triangles, None, None)
+        verts = self._mesh["pos"]
+        view_m = self._identity if view is None else np.asarray(view, dtype=np.float64)
+        zmin, zmax = self._z_range(verts, view_m)
+        prog = self._ids_prog
+        _mat4(prog, "u_view", view_m)
+        _mat4(prog, "u_proj", projection_matrix(intr, *_clip_planes(zmin, zmax)))
+        ctx = self.ctx
+        self._ids_fbo.use()
+        self._ids_fbo.viewport = rect
+        ctx.front_face = "cw"
+        self._ids_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        ctx.disable(moderngl.BLEND | moderngl.CULL_FACE)
+        ctx.enable(moderngl.DEPTH_TEST)
+        self._mesh_vao(prog, expanded).render(moderngl.TRIANGLES)
+        out = np.empty((self.height, self.width, 4), dtype=np.float32)
+        self._ids_fbo.read_into(out, components=4, dtype="f4", alignment=1)
+        return out
+
+    # ------------------------------------------------------------------ geometry
+    def _viewport(self, viewport: Rect | None) -> Rect:
+        if viewport is None:
+            return (0, 0, self.width, self.height)
+        x, y, w, h = (int(v) for v in viewport)
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > self.width or y + h > self.height:
+            raise BadInputError(f"viewport {viewport} does not fit the {self.width}x{self.height} picture")
+        return (x, y, w, h)
+
+    def _fit_intrinsics(self, intrinsics: Intrinsics, rect: Rect) -> Intrinsics:
+        """Intrinsics of the whole target for a camera of ``intrinsics`` drawn into ``rect``."""
+        x, y, w, h = rect
+        intr = intrinsics if (intrinsics.width, intrinsics.height) == (w, h) else intrinsics.scaled(w, h)
+        if rect == (0, 0, self.width, self.height):
+            return intr
+        # A viewport is an offset principal point in the full target.
+        return Intrinsics(intr.fx, intr.fy, intr.cx + x, intr.cy + y, self.width, self.height)
+
+    def _mesh_box(self, verts: np.ndarray, view: np.ndarray, intr: Intrinsics, rect: Rect,
+                  points_px: np.ndarray | None, point_size: float) -> Rect | None:
+        p = verts if view is self._identity else verts @ view[:3, :3].T.astype(np.float32) + view[:3, 3]
+        in_front = p[:, 2] > 1.0
+        if not in_front.all():
+            # Geometry behind the camera is clipped; be safe and draw the whole rectangle.
+            return rect if in_front.any() else None
+        uv = intr.project(p)
+        if points_px is not None and len(points_px):
+            uv = np.concatenate([uv, np.asarray(points_px, dtype=np.float64)[:, :2] + (rect[0], rect[1])])
+        return _bounding_box(uv, rect, pad=int(np.ceil(point_size)) + 2)
+
+    def _z_range(self, verts: np.ndarray, view: np.ndarray) -> tuple[float, float]:
+        """The mesh's view-space depth range in mm (clip planes and the depth view's grey ramp)."""
+        if view is self._identity:
+            z = verts[:, 2]
+        else:
+            z = verts @ view[2, :3].astype(np.float32) + float(view[2, 3])
+        return float(z.min()), float(z.max())
+
+    # ------------------------------------------------------------------ resources
+    def _mesh_vao(self, prog: moderngl.Program, expanded: bool) -> moderngl.VertexArray:
+        if expanded:
+            self._expand()
+        key = ("mesh" if prog is self._mesh_prog else "ids", expanded)
+        vao = self._vaos.get(key)
+        if vao is None:
+            b = self._buffers
+            x = "x" if expanded else ""
+            content = [(b[x + "pos"], "3f", "in_pos"), (b[x + "normal"], "3f", "in_normal"),
+                       (b[x + "color"], "3f", "in_color"), (b[x + "scalar"], "f", "in_scalar")]
+            if expanded:
+                vao = self.ctx.vertex_array(prog, content, skip_errors=True)
+            else:
+                vao = self.ctx.vertex_array(prog, content, index_buffer=self._index_buf,
+                                            index_element_size=4, skip_errors=True)
+            self._vaos[key] = vao
+        return vao
+
+    def _upload_mesh(self, vertices_mm: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None,
+                     scalars: np.ndarray | None) -> None:
+        verts = _as_f32(vertices_mm, (3,), "vertices_mm")
+        topo = self._set_topology(triangles, verts.shape[0])
+        n = verts.shape[0]
+        self._mesh = {"pos": verts, "normal": topo.vertex_normals(verts)}
+        if colors is not None:
+            col = _as_f32(colors, (3,), "vertex_colors")
+            if col.shape[0] != n:
+                raise BadInputError(f"vertex_colors has {col.shape[0]} rows for {n} vertices")
+            self._mesh["color"] = col
+        if scalars is not None:
+            s = np.ascontiguousarray(scalars, dtype=np.float32).reshape(-1)
+            if s.shape[0] != n:
+                raise BadInputError(f"scalars has {s.shape[0]} values for {n} vertices")
+            self._mesh["scalar"] = s
+        for name, data in self._mesh.items():
+            _write(self._buffers[name], data)
+        self._expanded_fresh = set()
+
+    def _expand(self) -> None:
+        """Per-corner copies of the per-vertex data for the non-indexed (barycentric) draw."""
+        assert self._topology is not None
+        flat = self._topology.flat
+        for name, data in self._mesh.items():
+            if name not in self._expanded_fresh:
+                _write(self._buffers["x" + name], np.take(data, flat, axis=0))
+                self._expanded_fresh.add(name)
+
+    def _set_topology(self, triangles: np.ndarray, n_vertices: int) -> _Topology:
+        topo = self._topology
+        if topo is not None and topo.n_vertices == n_vertices and (
+                triangles is topo.triangles or np.array_equal(triangles, topo.triangles)):
+            return topo
+        tris = np.asarray(triangles)
+        if tris.ndim != 2 or tris.shape[1] != 3 or tris.shape[0] == 0:
+            raise BadInputError(f"triangles must have shape (T, 3) with T > 0, got {tris.shape}")
+        if tris.min() < 0 or tris.max() >= n_vertices:
+            raise BadInputError(f"triangle indices must lie in [0, {n_vertices}), "
+                                f"got [{tris.min()}, {tris.max()}]")
+        tris = np.array(tris, dtype=np.int32, order="C")  # a private copy: the caller may reuse theirs
+        topo = _Topology(tris, n_vertices)
+        _write(self._index_buf, topo.flat)
+        n_corners = topo.flat.size
+        # The non-indexed draw takes its vertex count from the expanded buffers' size.
+        for name, per in (("pos", 12), ("normal", 12), ("color", 12), ("scalar", 4)):
+            self._buffers[name].orphan(n_vertices * per)
+            self._buffers["x" + name].orphan(n_corners * per)
+        for vao in self._vaos.values():
+            vao.release()
+        self._vaos = {}
+        self._topology = topo
+        log.debug("mesh topology: %d vertices, %d triangles", n_vertices, tris.shape[0])
+        return topo
+
+    def _image_texture(self, slot: str, image: np.ndarray, box: Rect | None) -> moderngl.Texture:
+        """Upload ``image`` (or only its ``box``) into a texture of the image's size, reused across frames."""
+        img = np.asarray(image)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise BadInputError(f"images must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
+        h, w = img.shape[:2]
+        tex = self._textures.get(slot)
+        if tex is None or tex.size != (w, h):
+            if tex is not None:
+                tex.release()
+            tex = self.ctx.texture((w, h), 3, alignment=1)
+            tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            tex.repeat_x = tex.repeat_y = False
+            self._textures[slot] = tex
+        if box is None or box == (0, 0, w, h):
+            tex.write(np.ascontiguousarray(img), alignment=1)
+        else:
+            x, y, bw, bh = box
+            tex.write(np.ascontiguousarray(img[y:y + bh, x:x + bw]), viewport=box, alignment=1)
+        return tex
+
+    def _colormap(self, name: str) -> moderngl.Texture:
+        tex = self._colormaps.get(name)
+        if tex is None:
+            lut = colormap_lut(name)
+            tex = self.ctx.texture((lut.shape[0], 1), 3, lut.tobytes(), alignment=1)
+            tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            tex.repeat_x = tex.repeat_y = False
+            self._colormaps[name] = tex
+        return tex
+
+
+def _bounding_box(uv: np.ndarray, rect: Rect, pad: int) -> Rect | None:
+    """Pixel rectangle covering the points ``uv`` (plus ``pad``), clipped to ``rect``; None if outside."""
+    x, y, w, h = rect
+    finite = uv[np.isfinite(uv).all(axis=1)]
+    if finite.size == 0:
+        return None
+    x0 = max(int(np.floor(finite[:, 0].min())) - pad, x)
+    y0 = max(int(np.floor(finite[:, 1].min())) - pad, y)
+    x1 = min(int(np.ceil(finite[:, 0].max())) + pad + 1, x + w)
+    y1 = min(int(np.ceil(finite[:, 1].max())) + pad + 1, y + h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def _clip_planes(zmin: float, zmax: float) -> tuple[float, float]:
+    """Near/far planes hugging the mesh (depth precision); geometry closer than 1 mm is clipped."""
+    near = max(zmin * 0.9, 1.0)
+    return near, max(zmax * 1.1, near + 1.0)
+
+
+def _write(buf: moderngl.Buffer, data: np.ndarray) -> None:
+    """Orphan-and-write: the driver hands out fresh storage if the GPU still reads the old contents."""
+    if buf.size != data.nbytes:
+        buf.orphan(data.nbytes)
+    else:
+        buf.orphan()
+    buf.write(data)
+
+
+def _uniform(prog: moderngl.Program, name: str) -> moderngl.Uniform:
+    member = prog.get(name, None)
+    if not isinstance(member, moderngl.Uniform):
+        # Optimised away by the GLSL compiler (unused in this program): writes go to a throw-away.
+        return _NULL_UNIFORM
+    return member
+
+
+class _NullUniform:
+    value: object = None
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+_NULL_UNIFORM = cast(moderngl.Uniform, _NullUniform())
+
+
+def _mat4(prog: moderngl.Program, name: str, m: np.ndarray) -> None:
+    # GLSL matrices are column-major.
+    _uniform(prog, name).write(np.ascontiguousarray(m.T, dtype=np.float32).tobytes())
