@@ -1,0 +1,408 @@
+"""Fine stage (Jin et al. 2021, §3.4): shape from shading on the depth map of the medium face.
+
+Image model (Eq. 4-5): ``I = γ · S(n) + ε β`` with ``S(n) = Σ_k r_k Y_k(n)`` (9 real spherical-harmonics
+coefficients per colour channel), ``n`` the normal of the depth map, ``γ`` the albedo and ``β`` a
+(white) specular layer. The stages, in the paper's order:
+
+1. lighting: least squares for ``r`` from a constant mean albedo and the medium normals, ε = 0;
+2. albedo (Eq. 6): ``||I - I'||² + λγ1 ||γ - γ_avg||² + λγ2 RTV(γ)`` with ``γ_avg`` the mean colour of each
+   semantic region (skin, brows, eyes, nose, mouth) and RTV the relative total variation of Xu et al.
+   (solved by its usual iteratively re-weighted quadratic form, so each step is one sparse SPD solve);
+3. specular (Eq. 8): ``||I' - I||² + λβ ||β - β0||²`` with β0 the smoothed positive residual;
+4. depth (Eq. 9): ``||I' - I||² + λd1 ||d - d0||² + λd2 ||∇(d - d0)||² + λd3 ||ΔI - λd4 Δh||²`` with the
+   paper's two-phase schedule (0.001, 0.05, 0.001, 0.001) then (0.001, 0.03, 0.025, 2.5), alternating
+   with albedo and specular updates.
+
+Differences from the paper, and why: the paper runs Adam on a GPU; here each energy is minimised by
+Gauss-Newton steps with sparse solves (numpy/scipy only, a few seconds on two CPU cores). The smoothness
+and gradient terms act on the detail layer ``d - d0`` (so the coarse face's own curvature is not
+flattened), and the gradient term compares the albedo-free shading image with the height ``h = -(d - d0)``
+(a groove is deeper and darker). Units: intensities in [0, 1], depth in mm, pixels about 1 mm on the face.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.ndimage import gaussian_filter
+from scipy.sparse.linalg import cg, spsolve
+
+from realtime.camera import Intrinsics
+
+log = logging.getLogger(__name__)
+
+SH_C0, SH_C1, SH_C2, SH_C3, SH_C4 = 0.282095, 0.488603, 1.092548, 0.315392, 0.546274
+
+PHASE1 = (0.001, 0.05, 0.001, 0.001)
+PHASE2 = (0.001, 0.03, 0.025, 2.5)
+"""The paper's λd schedule (§4.1)."""
+
+
+def sh_basis(normals: np.ndarray) -> np.ndarray:
+    """(..., 3) unit normals -> (..., 9) real SH basis.
+
+    Bands 0-2 in the order 1, y, z, x, xy, yz, 3z²-1, xz, x²-y² (the same as ``realtime.render``'s).
+    """
+    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
+    return np.stack([
+        np.full_like(x, SH_C0), SH_C1 * y, SH_C1 * z, SH_C1 * x,
+        SH_C2 * x * y, SH_C2 * y * z, SH_C3 * (3.0 * z * z - 1.0), SH_C2 * x * z, SH_C4 * (x * x - y * y),
+    ], axis=-1)
+
+
+def _rays(h: int, w: int, k: Intrinsics) -> np.ndarray:
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    return np.stack(((u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)), axis=-1)
+
+
+def _normal_from(zc: np.ndarray, zr: np.ndarray, zd: np.ndarray,
+                 rc: np.ndarray, rr: np.ndarray, rd: np.ndarray) -> np.ndarray:
+    """Normals (toward the camera) from a pixel's depth and its right/down neighbours' depths."""
+    pc = zc[:, None] * rc
+    tu = zr[:, None] * rr - pc
+    tv = zd[:, None] * rd - pc
+    n = np.cross(tv, tu)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def depth_normals(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """(H, W, 3) camera-space unit normals of a depth map (forward differences; 0 where undefined)."""
+    h, w = depth.shape
+    rays = _rays(h, w, intrinsics)
+    out = np.zeros((h, w, 3), dtype=np.float64)
+    ok = np.zeros((h, w), dtype=bool)
+    ok[:-1, :-1] = (depth[:-1, :-1] > 0) & (depth[:-1, 1:] > 0) & (depth[1:, :-1] > 0)
+    yy, xx = np.nonzero(ok)
+    out[yy, xx] = _normal_from(depth[yy, xx], depth[yy, xx + 1], depth[yy + 1, xx],
+                               rays[yy, xx], rays[yy, xx + 1], rays[yy + 1, xx])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SfsOptions:
+    lambda_albedo_prior: float = 0.3
+    """λγ1 (paper)."""
+    lambda_albedo_rtv: float = 0.02
+    """λγ2 for the re-weighted RTV term in our intensity units (the paper's 2.5 is for its own scaling)."""
+    rtv_sigma: float = 2.0
+    rtv_eps: float = 0.02
+    lambda_specular: float = 0.5
+    """λβ (paper)."""
+    phases: tuple[tuple[float, float, float, float], ...] = (PHASE1, PHASE2)
+    rounds_per_phase: int = 2
+    """Albedo → specular → depth alternations per phase."""
+    gn_steps: int = 2
+    """Gauss-Newton depth steps per round."""
+    max_step_mm: float = 1.0
+    photometric_scale: float = 6.0
+    """Intensity unit of the data term of Eq. 9 relative to [0, 1] (see ``gradient_intensity_scale``)."""
+    gradient_intensity_scale: float = 6.0
+    """Intensity unit of ΔI in Eq. 9 (the paper does not state its units). Measured on synthetic bumps and the
+    real photos (tools/bench_refine.py): 1 leaves the detail ~4x too flat and the photometric error
+    unchanged; 3-6 keeps the normal detail correlated with the truth (≥ 0.7) while lowering the error on
+    photos by 20-30 %; 10+ fits noise; 255 (8-bit units) lets the gradient term carve shading into the
+    depth."""
+    region_photo_weight: tuple[float, ...] = (1.0, 0.3, 0.1, 1.0, 0.3)
+    """Photometric weight per region (skin, brow, eye, nose, mouth): hair and eyeballs break Lambert."""
+
+
+@dataclass(slots=True)
+class SfsResult:
+    depth: np.ndarray
+    """(H, W) refined camera z in mm (0 outside the face)."""
+    depth0: np.ndarray
+    normals: np.ndarray
+    """(H, W, 3) refined camera-space normals."""
+    normals0: np.ndarray
+    albedo: np.ndarray
+    """(H, W, 3) in [0, 1]."""
+    albedo0: np.ndarray
+    """Albedo estimated on the medium normals (for the coarse render)."""
+    sh: np.ndarray
+    """(9, 3) final SH lighting."""
+    sh0: np.ndarray
+    specular: np.ndarray
+    """(H, W) white specular layer."""
+    mask: np.ndarray
+    """(H, W) bool pixels that were optimised."""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def render(self, refined: bool = True, specular: bool = False) -> np.ndarray:
+        """Diffuse (+ specular) render ``γ·S(n)`` of the refined or the medium depth, (H, W, 3) in [0, 1]."""
+        n, g, l = (self.normals, self.albedo, self.sh) if refined else (self.normals0, self.albedo0, self.sh0)
+        img = g * (sh_basis(n) @ l)
+        if specular and refined:
+            img = img + self.specular[..., None]
+        return np.clip(img, 0.0, 1.0) * self.mask[..., None]
+
+
+def fit_sh(image: np.ndarray, albedo: np.ndarray, normals: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per-channel weighted least squares for 9 SH coefficients: ``I_c ≈ γ_c · Y(n) r_c`` -> (9, 3)."""
+    m = weight > 0
+    y = sh_basis(normals[m])
+    sw = np.sqrt(weight[m])[:, None]
+    out = np.zeros((9, 3))
+    for c in range(3):
+        a = y * albedo[m, c][:, None] * sw
+        b = image[m, c] * sw[:, 0]
+        # tiny ridge: faces see the light from one hemisphere only, so band-2 terms are poorly constrained
+        out[:, c] = np.linalg.solve(a.T @ a + 1e-4 * len(b) * np.eye(9), a.T @ b)
+    return out
+
+
+class _Grid:
+    """Index bookkeeping for the optimised pixels and their finite-difference operators."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        h, w = mask.shape
+        self.shape = (h, w)
+        self.yy, self.xx = np.nonzero(mask)
+        self.n = len(self.yy)
+        self.index = np.full((h, w), -1, dtype=np.int64)
+        self.index[self.yy, self.xx] = np.arange(self.n)
+        self.dx, self.rows_x = self.forward_diff(1)
+        self.dy, self.rows_y = self.forward_diff(0)
+
+    def forward_diff(self, axis: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Rows for pixels whose +x (axis 1) / +y (axis 0) neighbour is also optimised: x[nb] - x[p].
+
+        Returns the operator and, per row, the index of the pixel it belongs to.
+        """
+        dy, dx = (1, 0) if axis == 0 else (0, 1)
+        h, w = self.shape
+        ny, nx = self.yy + dy, self.xx + dx
+        ok = (ny < h) & (nx < w)
+        nb = np.full(self.n, -1, dtype=np.int64)
+        nb[ok] = self.index[ny[ok], nx[ok]]
+        rows = np.nonzero(nb >= 0)[0]
+        m = len(rows)
+        data = np.concatenate([np.ones(m), -np.ones(m)])
+        r = np.concatenate([np.arange(m), np.arange(m)])
+        c = np.concatenate([nb[rows], rows])
+        return sp.csr_matrix((data, (r, c)), shape=(m, self.n)), rows
+
+    def laplacian(self) -> sp.csr_matrix:
+        """5-point Laplacian of the detail layer (neighbours outside the set count as zero detail)."""
+        h, w = self.shape
+        rows, cols, vals = [np.arange(self.n)], [np.arange(self.n)], [np.full(self.n, 4.0)]
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            ny, nx = self.yy + dy, self.xx + dx
+            ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+            nb = np.full(self.n, -1, dtype=np.int64)
+            nb[ok] = self.index[ny[ok], nx[ok]]
+            sel = nb >= 0
+            rows.append(np.nonzero(sel)[0])
+            cols.append(nb[sel])
+            vals.append(-np.ones(int(sel.sum())))
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(self.n, self.n))
+
+    def scatter(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        out = np.full(self.shape + values.shape[1:], fill, dtype=np.float64)
+        out[self.yy, self.xx] = values
+        return out
+
+
+def _rtv_weights(g: np.ndarray, grid: _Grid, axis: int, sigma: float, eps: float) -> np.ndarray:
+    """Xu et al.'s re-weighting of RTV along one axis: u / (|∂γ| + ε), u = G * (1 / (|G * ∂γ| + ε))."""
+    dmat, rows = (grid.dx, grid.rows_x) if axis == 1 else (grid.dy, grid.rows_y)
+    d = dmat @ g  # per difference row
+    img = np.zeros(grid.shape)
+    img[grid.yy[rows], grid.xx[rows]] = d
+    smooth = gaussian_filter(img, sigma)
+    u = gaussian_filter(1.0 / (np.abs(smooth) + eps), sigma)
+    return np.asarray(u[grid.yy[rows], grid.xx[rows]] / (np.abs(d) + eps))
+
+
+def optimise_albedo(image: np.ndarray, shading: np.ndarray, specular: np.ndarray, prior: np.ndarray,
+                    weight: np.ndarray, grid: _Grid, opts: SfsOptions, iterations: int = 2,
+                    init: np.ndarray | None = None) -> np.ndarray:
+    """Minimise Eq. 6 per channel over the grid pixels; returns (n, 3) albedo."""
+    p = (grid.yy, grid.xx)
+    s = shading[p]  # (n, 3)
+    target = image[p] - specular[p][:, None]
+    g = prior.copy() if init is None else init.copy()
+    wgt = weight[p]
+    for _ in range(iterations):
+        cols = []
+        for c in range(3):
+            wx = _rtv_weights(g[:, c], grid, 1, opts.rtv_sigma, opts.rtv_eps)
+            wy = _rtv_weights(g[:, c], grid, 0, opts.rtv_sigma, opts.rtv_eps)
+            reg = grid.dx.T @ sp.diags(wx) @ grid.dx + grid.dy.T @ sp.diags(wy) @ grid.dy
+            diag = wgt * s[:, c] ** 2 + opts.lambda_albedo_prior
+            a = sp.diags(diag) + opts.lambda_albedo_rtv * reg
+            b = wgt * s[:, c] * target[:, c] + opts.lambda_albedo_prior * prior[:, c]
+            x, _ = cg(a, b, x0=g[:, c], rtol=1e-6, maxiter=300, M=sp.diags(1.0 / a.diagonal()))
+            cols.append(np.clip(x, 0.02, 1.5))
+        g = np.stack(cols, axis=1)
+    return g
+
+
+def _luminance(img: np.ndarray) -> np.ndarray:
+    return np.asarray(img @ np.array([0.299, 0.587, 0.114]))
+
+
+def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np.ndarray,
+            intrinsics: Intrinsics, options: SfsOptions | None = None,
+            smooth_normals: np.ndarray | None = None) -> SfsResult:
+    """Run the fine stage on an image crop.
+
+    ``image`` (H, W, 3) float in [0, 1]; ``depth0`` (H, W) camera z (mm) of the medium mesh, > 0 wherever the
+    head covers the pixel (a margin around ``mask`` keeps the normals defined at the border); ``mask``
+    (H, W) bool the face pixels to refine; ``regions`` (H, W) int semantic region per pixel;
+    ``intrinsics`` of the crop; ``smooth_normals`` (H, W, 3) the medium mesh's interpolated vertex normals
+    (camera space, toward the camera): with them the lighting/albedo initialisation and the coarse render
+    use smooth shading, as the live view does, instead of the faceted normals of the triangles' depth.
+    The depth map itself is smoothed by σ = 1 px inside the face before optimisation for the same reason.
+    """
+    opts = options or SfsOptions()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    h, w = depth0.shape
+    valid = depth0 > 0
+    # optimised pixels: inside the mask with their right and down neighbours covered by the head
+    var = mask & valid
+    var[:, -1] = False
+    var[-1, :] = False
+    var[:-1, :-1] &= valid[:-1, 1:] & valid[1:, :-1]
+    grid = _Grid(var)
+    if grid.n < 100:
+        raise ValueError("face too small for shape from shading")
+    dx, dy = grid.dx, grid.dy
+    lap = grid.laplacian()
+    rays = _rays(h, w, intrinsics)
+    yy, xx = grid.yy, grid.xx
+    rc, rr, rd = rays[yy, xx], rays[yy, xx + 1], rays[yy + 1, xx]
+    idx_r = grid.index[yy, xx + 1]
+    idx_d = grid.index[yy + 1, xx]
+    fixed_r = depth0[yy, xx + 1].astype(np.float64)
+    fixed_d = depth0[yy + 1, xx].astype(np.float64)
+    photo_w = np.asarray(opts.region_photo_weight, np.float64)[np.clip(regions, 0, 4)] * var
+    cover = np.maximum(gaussian_filter(valid * 1.0, 1.0), 1e-6)
+    smooth = gaussian_filter(np.where(valid, depth0, 0.0), 1.0) / cover
+    depth0 = np.where(var, smooth, depth0)
+    x0 = depth0[yy, xx].astype(np.float64)
+
+    def neighbours(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        zr = np.where(idx_r >= 0, x[np.maximum(idx_r, 0)], fixed_r)
+        zd = np.where(idx_d >= 0, x[np.maximum(idx_d, 0)], fixed_d)
+        return zr, zd
+
+    def normals_of(x: np.ndarray) -> np.ndarray:
+        zr, zd = neighbours(x)
+        return _normal_from(x, zr, zd, rc, rr, rd)
+
+    # 1. lighting from a constant mean albedo and the medium normals (ε = 0)
+    n0 = normals_of(x0)
+    if smooth_normals is not None:
+        sn = np.asarray(smooth_normals, np.float64)[yy, xx]
+        n0 = sn / np.maximum(np.linalg.norm(sn, axis=1, keepdims=True), 1e-9)
+    n0_img = grid.scatter(n0)
+    skin_w = photo_w * (regions == 0)
+    mean_albedo = np.full((h, w, 3), 0.6)
+    sh0 = fit_sh(image, mean_albedo, n0_img, skin_w)
+    shading0 = sh_basis(n0_img) @ sh0  # (H, W, 3), includes the albedo scale 0.6
+    shading0 = np.maximum(shading0 / 0.6, 1e-3)
+    # per-region average colour (skin-colour prior γ_avg)
+    ratio = image / shading0
+    prior_img = np.zeros((h, w, 3))
+    for r in np.unique(regions[var]):
+        sel = var & (regions == r)
+        prior_img[sel] = np.median(ratio[sel], axis=0)
+    prior = np.clip(prior_img[yy, xx], 0.02, 1.5)
+    timings["lighting"] = (time.perf_counter() - t0) * 1e3
+
+    # 2. albedo on the medium normals, refit the light with it
+    t1 = time.perf_counter()
+    zero_spec = np.zeros((h, w))
+    g = optimise_albedo(image, shading0, zero_spec, prior, photo_w, grid, opts)
+    albedo_img = grid.scatter(g, 0.0)
+    sh = fit_sh(image, np.maximum(albedo_img, 1e-3), n0_img, photo_w)
+    shading = np.maximum(sh_basis(n0_img) @ sh, 1e-3)
+    g = optimise_albedo(image, shading, zero_spec, prior, photo_w, grid, opts, iterations=1, init=g)
+    albedo0 = grid.scatter(g)
+    sh_coarse = sh.copy()
+    timings["albedo"] = (time.perf_counter() - t1) * 1e3
+
+    # 3./4. alternate specular and depth (ε = 1), phase by phase
+    t2 = time.perf_counter()
+    x = x0.copy()
+    spec = np.zeros(grid.n)
+    lum_w = np.array([0.299, 0.587, 0.114])
+    pw = photo_w[yy, xx]
+    img_p = image[yy, xx]
+    gtg = (dx.T @ dx + dy.T @ dy).tocsr()
+    ltl = (lap.T @ lap).tocsr()
+    eye = sp.identity(grid.n, format="csr")
+    hstep = 1e-3
+    base_shade = sh_basis(n0) @ sh
+    for phase, (l1, l2, l3, l4) in enumerate(opts.phases):
+        for _ in range(opts.rounds_per_phase):
+            n_cur = normals_of(x)
+            shade = np.maximum(sh_basis(n_cur) @ sh, 1e-3)
+            # specular (Eq. 8): β0 = smoothed positive residual, white, shrunk by λβ
+            resid = (img_p - g * shade) @ np.ones(3) / 3.0
+            r_img = grid.scatter(resid)
+            beta0 = np.maximum(gaussian_filter(r_img, 2.0)[yy, xx], 0.0)
+            spec = np.maximum((resid + opts.lambda_specular * beta0) / (1.0 + opts.lambda_specular), 0.0)
+            spec = np.where(beta0 > 2.0 * np.median(np.abs(resid)), spec, 0.0)
+            # albedo update with the current normals
+            shade_img = grid.scatter(shade, 1.0)
+            g = optimise_albedo(image, shade_img, grid.scatter(spec), prior, photo_w, grid, opts,
+                                iterations=1, init=g)
+            # gradient target: the albedo-free shading image
+            # detail shading: albedo-free image minus the medium face's own shading (only local detail
+            # should be carved into the depth, not the face's overall shading ramp)
+            shading_lum = grid.scatter((((img_p - spec[:, None]) / np.maximum(g, 0.02)) - base_shade) @ lum_w
+                                       * opts.gradient_intensity_scale)
+            gi_x = dx @ shading_lum[yy, xx]
+            gi_y = dy @ shading_lum[yy, xx]
+            for _ in range(opts.gn_steps):
+                zr, zd = neighbours(x)
+                n_cur = _normal_from(x, zr, zd, rc, rr, rd)
+                shade = sh_basis(n_cur) @ sh
+                sw = np.sqrt(pw)[:, None] * opts.photometric_scale
+                r = (g * shade + spec[:, None] - img_p) * sw  # (n, 3)
+                cols = []
+                for which in range(3):
+                    args = [x, zr, zd]
+                    args[which] = args[which] + hstep
+                    nn = _normal_from(args[0], args[1], args[2], rc, rr, rd)
+                    cols.append((g * (sh_basis(nn) @ sh - shade)) * sw / hstep)
+                jc, jr, jd = cols
+                # sparse J: 3 rows per pixel, columns self/right/down
+                rows3 = np.arange(grid.n * 3).reshape(grid.n, 3)
+                rr_list, cc_list, vv_list = [rows3.ravel()], [np.repeat(np.arange(grid.n), 3)], [jc.ravel()]
+                for jn, idn in ((jr, idx_r), (jd, idx_d)):
+                    sel = idn >= 0
+                    rr_list.append(rows3[sel].ravel())
+                    cc_list.append(np.repeat(idn[sel], 3))
+                    vv_list.append(jn[sel].ravel())
+                coo = (np.concatenate(vv_list), (np.concatenate(rr_list), np.concatenate(cc_list)))
+                jac = sp.csr_matrix(coo, shape=(grid.n * 3, grid.n))
+                det = x - x0
+                # gradient term: ΔI - λ4 Δh with h = -(d - d0)  ->  residual gi + λ4 D det
+                gres_x = gi_x + l4 * (dx @ det)
+                gres_y = gi_y + l4 * (dy @ det)
+                lhs = jac.T @ jac + l1 * eye + l2 * ltl + (l3 * l4 * l4) * gtg + 1e-4 * eye
+                rhs = -(jac.T @ r.ravel() + l1 * det + l2 * (ltl @ det)
+                        + l3 * l4 * (dx.T @ gres_x + dy.T @ gres_y))
+                step = spsolve(lhs.tocsc(), rhs)
+                x = x + np.clip(step, -opts.max_step_mm, opts.max_step_mm)
+        log.debug("sfs phase %d done: mean |detail| %.3f mm", phase + 1, float(np.abs(x - x0).mean()))
+    timings["depth"] = (time.perf_counter() - t2) * 1e3
+    depth = depth0.astype(np.float64).copy()
+    depth[yy, xx] = x
+    normals = depth_normals(depth, intrinsics)
+    n_fin = normals_of(x)
+    normals[yy, xx] = n_fin
+    normals0 = depth_normals(depth0.astype(np.float64), intrinsics)
+    normals0[yy, xx] = n0
+    timings["total"] = (time.perf_counter() - t0) * 1e3
+    return SfsResult(depth=depth * var + depth0 * ~var, depth0=depth0.astype(np.float64), normals=normals,
+                     normals0=normals0, albedo=grid.scatter(g), albedo0=albedo0, sh=sh, sh0=sh_coarse,
+                     specular=grid.scatter(spec), mask=var, timings_ms=timings)
