@@ -104,7 +104,7 @@ def _write_obj(path: Path, verts_cm: np.ndarray, body: str) -> None:
 
 def write_facex_folder(model: MorphableModel, folder: Path, n_id: int, expressions: list[str]) -> np.ndarray:
     """A small FaceXModel/ folder written from the packed model: OBJs in cm with an extra (eyeball) group."""
-    folder.mkdir()
+    folder.mkdir(parents=True)
     n = model.n_vertices
     rng = np.random.default_rng(1)
     extra = (rng.normal(size=(8, 3)) * 0.5 + [3.0, 3.5, 8.0]).astype(np.float32)  # cm, behind the left eye
