@@ -46,8 +46,11 @@ BATCH_ROWS = 256
 class Column:
     """One table column: ``get(result)`` returns its value for a frame, or None for null.
 
-    Vector columns (``size`` set) are fixed-size lists of float32; ``get`` returns anything numpy can
-    reshape to ``size`` floats.
+    Vector columns (``size`` set) are ``list<float32>`` holding exactly ``size`` values, or null; ``get``
+    returns anything numpy can reshape to ``size`` floats. (Arrow's ``fixed_size_list`` would carry the
+    length in the type, but its Parquet round trip fails on null rows: pyarrow 22 refuses to write them,
+    25 cannot read them back; null rows are how "no face" / "no fit" is written. The length is in the
+    field metadata ``size``.)
     """
 
     name: str
@@ -62,7 +65,7 @@ def scalar_column(name: str, type_: pa.DataType, get: Callable[[FrameResult], An
 
 
 def vector_column(name: str, size: int, get: Callable[[FrameResult], Any], doc: str) -> Column:
-    return Column(name, pa.list_(pa.float32(), size), get, doc, size=size)
+    return Column(name, pa.list_(pa.float32()), get, doc, size=size)
 
 
 def _primary_track(r: FrameResult) -> Any:
@@ -180,7 +183,15 @@ class RowBuilder:
     ) -> None:
         self.columns = list(columns)
         self.schema = pa.schema(
-            [pa.field(c.name, c.type, nullable=True, metadata={"doc": c.doc}) for c in self.columns],
+            [
+                pa.field(
+                    c.name,
+                    c.type,
+                    nullable=True,
+                    metadata={"doc": c.doc, **({"size": str(c.size)} if c.size else {})},
+                )
+                for c in self.columns
+            ],
             metadata=dict(metadata or {}),
         )
         self.batch_rows = batch_rows
@@ -228,10 +239,13 @@ class RowBuilder:
             if c.size is None:
                 arrays.append(pa.array(self._scalars[c.name], type=c.type))
             else:
-                assert c.size is not None
-                values = pa.array(self._vectors[c.name][:n].reshape(-1))
-                mask = pa.array(~self._valid[c.name][:n])
-                arrays.append(pa.FixedSizeListArray.from_arrays(values, c.size, mask=mask))
+                valid = self._valid[c.name][:n]
+                values = pa.array(self._vectors[c.name][:n][valid].reshape(-1))
+                offsets = np.zeros(n + 1, np.int32)
+                np.cumsum(valid * c.size, out=offsets[1:])
+                arrays.append(
+                    pa.ListArray.from_arrays(pa.array(offsets), values, type=c.type, mask=pa.array(~valid))
+                )
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         self._new_block()
         return batch

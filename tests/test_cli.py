@@ -1,0 +1,185 @@
+"""The command line as a user runs it (subprocesses): outputs, exit codes, one-line errors, no hangs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUR_LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR) realtime[\w.]*: ")
+
+
+def cli(*args: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "realtime", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, pattern: str) -> str:
+    """Exit ``code``; stderr holds exactly one error line (matching ``pattern``) and only our log lines."""
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("realtime-face: error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert re.search(pattern, errors[0]), errors[0]
+    others = [line for line in lines if line not in errors]
+    assert all(OUR_LOG_LINE.match(line) for line in others), proc.stderr  # no native/FFmpeg noise
+    return errors[0]
+
+
+def test_help_lists_commands() -> None:
+    proc = cli("--help", timeout=60)
+    assert proc.returncode == 0
+    for command in ("run", "doctor", "bench"):
+        assert command in proc.stdout
+    proc = cli("run", "--help", timeout=60)
+    assert proc.returncode == 0 and "--headless" in proc.stdout and "exit codes" in proc.stdout
+
+
+def test_headless_run_writes_annotated_video_and_table(videos_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "videos" / "annotated.mp4"  # the folder is created
+    proc = cli(
+        "--headless",
+        "--video",
+        str(videos_dir / "talking_720p.mp4"),
+        "--max-frames",
+        "45",
+        "--output",
+        str(out),
+        "--export",
+        str(tmp_path / "table"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "processed 45 frames (45 with a face)" in proc.stdout
+    assert all(OUR_LOG_LINE.match(line) for line in proc.stderr.splitlines() if line.strip()), proc.stderr
+    with av.open(str(out)) as c:
+        stream = c.streams.video[0]
+        assert (stream.width, stream.height) == (1280, 720)
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+    assert len(decoded) == 45
+    # The annotations are drawn: the output differs from the source frame where the landmarks are.
+    with av.open(str(videos_dir / "talking_720p.mp4")) as c:
+        first = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+    diff = abs(decoded[0].astype(int) - first.astype(int)).max(axis=2)
+    assert (diff > 60).mean() > 0.001
+    table = pq.read_table(tmp_path / "table" / "frames.parquet")
+    assert table.num_rows == 45 and table["frame_index"].to_pylist() == list(range(45))
+
+
+def test_image_input(images_dir: Path, tmp_path: Path) -> None:
+    proc = cli("--headless", "--image", str(images_dir / "takeo.jpg"), "--export", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(tmp_path / "frames.parquet")
+    assert table["face_found"].to_pylist() == [True] and table["timestamp_s"].to_pylist() == [0.0]
+
+
+def test_truncated_video_keeps_what_was_decoded(videos_dir: Path, tmp_path: Path) -> None:
+    data = (videos_dir / "talking_720p.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    proc = cli("--headless", "--video", str(cut), "--export", str(tmp_path / "t"), timeout=60)
+    line = assert_one_line_error(proc, 2, r"truncated or corrupt video: decoded \d+ of 282 frames")
+    n = int(re.search(r"decoded (\d+) of", line).group(1))  # type: ignore[union-attr]
+    assert f"processed {n} frames" in proc.stdout
+    assert pq.read_table(tmp_path / "t" / "frames.parquet").num_rows == n  # nothing decoded is lost
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [
+        ("missing", r"video not found"),
+        ("empty", r"video file is empty"),
+        ("text", r"cannot open video .*text\.mp4: Invalid data"),
+        ("http", r"cannot open video http://127\.0\.0\.1:9/x\.mp4: Connection refused"),
+        ("rtsp", r"cannot open video rtsp://127\.0\.0\.1:9/x: Connection refused"),
+        ("camera", r"camera 9 not found"),
+        ("folder", r"no images"),
+    ],
+)
+def test_bad_inputs_exit_2(kind: str, pattern: str, tmp_path: Path) -> None:
+    args = {
+        "missing": ["--video", str(tmp_path / "missing.mp4")],
+        "empty": ["--video", str(tmp_path / "empty.mp4")],
+        "text": ["--video", str(tmp_path / "text.mp4")],
+        "http": ["--video", "http://127.0.0.1:9/x.mp4"],
+        "rtsp": ["--video", "rtsp://127.0.0.1:9/x"],
+        "camera": ["--camera", "9"],
+        "folder": ["--image", str(tmp_path)],
+    }[kind]
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("hello, I am not a video\n")
+    proc = cli("--headless", *args, timeout=40)
+    assert_one_line_error(proc, 2, pattern)
+
+
+@pytest.mark.parametrize("what", ["output-parent-is-file", "output-extension", "export-is-file"])
+def test_unwritable_outputs_exit_3_before_processing(what: str, videos_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    args = {
+        "output-parent-is-file": ["--output", str(blocker / "out.mp4")],
+        "output-extension": ["--output", str(tmp_path / "out.txt")],
+        "export-is-file": ["--export", str(blocker)],
+    }[what]
+    proc = cli("--headless", "--video", str(videos_dir / "talking_720p.mp4"), *args, timeout=40)
+    assert_one_line_error(proc, 3, r"cannot write|unsupported output type")
+    assert "processed" not in proc.stdout
+
+
+def test_window_without_display_is_a_clear_error(videos_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = cli("--video", str(videos_dir / "talking_720p.mp4"), env=env, timeout=40)
+    assert_one_line_error(proc, 1, r"no display; use --headless")
+
+
+def test_doctor_json() -> None:
+    proc = cli("doctor", "--json", timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["ok"] and checks["mediapipe face mesh"]["ok"]
+    assert "CPUExecutionProvider" in checks["onnxruntime providers"]["detail"]
+    for name in ("cameras", "gpu", "tensorrt", "face model", "engines", "shaders", "egl (headless rendering)", "window"):
+        assert name in checks
+
+
+def test_bench_json(videos_dir: Path) -> None:
+    proc = cli(
+        "bench",
+        "--video",
+        str(videos_dir / "wink_blink_gaze.mp4"),
+        "--max-frames",
+        "40",
+        "--overhead-frames",
+        "20",
+        "--rounds",
+        "1",
+        "--json",
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    e2e = r["end_to_end"]
+    assert e2e["frames"] == 40 and e2e["frames_with_face"] >= 38 and e2e["dropped"] == 0 and e2e["fps"] > 0
+    for stage in ("landmarks", "decode", "frame"):
+        assert 0 < e2e["stages"][stage]["median_ms"] <= e2e["stages"][stage]["p95_ms"]
+    o = r["overhead"]
+    assert o["frames"] == 20 and o["bare_facemesh_ms_per_frame"] > 0 and o["app_ms_per_frame"] > 0
+    assert o["bare_frames_with_face"] == o["app_frames_with_face"] == 20
+    expected = (o["app_ms_per_frame"] / o["bare_facemesh_ms_per_frame"] - 1) * 100
+    assert o["overhead_pct"] == pytest.approx(expected, abs=0.2)
