@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OUR_LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR) realtime[\w.]*: ")
 
 
-def cli(*args: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "realtime", *args],
         capture_output=True,
@@ -154,7 +156,16 @@ def test_doctor_json() -> None:
     checks = {c["name"]: c for c in report["checks"]}
     assert report["ok"] and checks["mediapipe face mesh"]["ok"]
     assert "CPUExecutionProvider" in checks["onnxruntime providers"]["detail"]
-    for name in ("cameras", "gpu", "tensorrt", "face model", "engines", "shaders", "egl (headless rendering)", "window"):
+    for name in (
+        "cameras",
+        "gpu",
+        "tensorrt",
+        "face model",
+        "engines",
+        "shaders",
+        "egl (headless rendering)",
+        "window",
+    ):
         assert name in checks
 
 
