@@ -35,6 +35,8 @@ N_LANDMARKS = 478
 _GRAPH = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
 _LANDMARKS_STREAM = "face_landmarks"  # one packet per tracked face (inside the graph's per-face loop)
 _PRESENCE_STREAM = "facelandmarkcpu__face_presence_score"  # same loop timestamps as the landmarks
+_CROP_SCALE = 2.5
+"""Crop side / detected face box side for the small-face fallback (the mesh detector needs context)."""
 _US_PER_FRAME = 33_333  # the graph needs increasing timestamps; tracking does not depend on their spacing
 
 # A serialized NormalizedLandmark holding exactly x, y, z is 17 bytes: tag+length, then three tagged float32.
@@ -142,10 +144,13 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
 class FaceMeshTracker:
     """MediaPipe FaceMesh with ``refine_landmarks`` (478 points) in tracking (video) or static mode.
 
-    Not thread-safe: call ``track`` from one thread. Use as a context manager or call ``close()``.
+    Static mode (photos) adds a fallback for small faces (see ``_small_faces``). Not thread-safe: call
+    ``track`` from one thread. Use as a context manager or call ``close()``.
     """
 
-    def __init__(self, max_faces: int = 1, static: bool = False, refine: bool = True) -> None:
+    def __init__(
+        self, max_faces: int = 1, static: bool = False, refine: bool = True, small_face_fallback: bool = True
+    ) -> None:
         if max_faces < 1:
             from realtime.errors import BadInputError
 
@@ -153,6 +158,8 @@ class FaceMeshTracker:
         self.max_faces = max_faces
         self.static = static
         self.refine = refine
+        self.small_face_fallback = small_face_fallback
+        self._full_range: Any = None
         self.n_landmarks = N_LANDMARKS if refine else 468
         self._timestamp_us = 0
         self._packets: dict[str, list[tuple[int, Any]]] = {_LANDMARKS_STREAM: [], _PRESENCE_STREAM: []}
@@ -219,9 +226,17 @@ class FaceMeshTracker:
             raise ValueError(
                 f"expected an H x W x 3 uint8 RGB image, got {image_rgb.shape} {image_rgb.dtype}"
             )
+        faces = self._mesh(np.ascontiguousarray(image_rgb))
+        if not faces and self.static and self.small_face_fallback:
+            faces = self._small_faces(image_rgb)
+        self._assign_track_ids(faces)
+        return faces
+
+    def _mesh(self, image_rgb: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[FaceTrack]:
+        """Run the face mesh graph; landmarks in pixels of ``image_rgb`` shifted by ``offset``."""
         for packets in self._packets.values():
             packets.clear()
-        self._run(np.ascontiguousarray(image_rgb))
+        self._run(image_rgb)
         h, w = image_rgb.shape[:2]
         scores = {ts: self._packet_getter.get_float(p) for ts, p in self._packets[_PRESENCE_STREAM]}
         scale = np.array([w, h, w], np.float32)  # z is relative depth in units of the image width
@@ -229,14 +244,41 @@ class FaceMeshTracker:
         for ts, packet in self._packets[_LANDMARKS_STREAM]:
             pts = landmarks_from_proto(self._packet_getter.get_proto(packet))
             pts *= scale
-            box = (
-                float(pts[:, 0].min()),
-                float(pts[:, 1].min()),
-                float(pts[:, 0].max()),
-                float(pts[:, 1].max()),
-            )
+            if offset != (0, 0):
+                pts[:, 0] += offset[0]
+                pts[:, 1] += offset[1]
+            lo = pts[:, :2].min(axis=0)
+            hi = pts[:, :2].max(axis=0)
+            box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
             faces.append(FaceTrack(landmarks_px=pts, presence=float(scores.get(ts, 1.0)), box_px=box))
-        self._assign_track_ids(faces)
+        return faces
+
+    def _small_faces(self, image_rgb: np.ndarray) -> list[FaceTrack]:
+        """Photos: FaceMesh's own detector is short-range (faces filling much of the image). When it finds
+        nothing, MediaPipe's full-range detector looks for smaller faces and the mesh runs on a crop
+        around each."""
+        if self._full_range is None:
+            import mediapipe as mp
+
+            with _stderr_to_log():
+                self._full_range = mp.solutions.face_detection.FaceDetection(
+                    model_selection=1, min_detection_confidence=0.5
+                )
+        detections = self._full_range.process(image_rgb).detections or []
+        h, w = image_rgb.shape[:2]
+        faces: list[FaceTrack] = []
+        for det in detections[: self.max_faces]:
+            b = det.location_data.relative_bounding_box
+            cx, cy = (b.xmin + b.width / 2) * w, (b.ymin + b.height / 2) * h
+            half = max(b.width * w, b.height * h) * _CROP_SCALE / 2
+            x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+            x1, y1 = min(w, int(cx + half)), min(h, int(cy + half))
+            if x1 - x0 < 16 or y1 - y0 < 16:
+                continue
+            crop = np.ascontiguousarray(image_rgb[y0:y1, x0:x1])
+            found = self._mesh(crop, offset=(x0, y0))
+            if found:
+                faces.append(found[0])
         return faces
 
     def _assign_track_ids(self, faces: list[FaceTrack]) -> None:
@@ -270,6 +312,9 @@ class FaceMeshTracker:
         self._prev = []
 
     def close(self) -> None:
+        if self._full_range is not None:
+            self._full_range.close()
+            self._full_range = None
         if self._graph is not None:
             graph, self._graph = self._graph, None
             graph.close()

@@ -8,7 +8,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import VIDEO_NAMES
+from conftest import IMAGE_NAMES, VIDEO_NAMES
 
 from realtime.capture import VideoSource
 from realtime.landmarks import N_LANDMARKS, FaceMeshTracker, LandmarkStage, landmarks_from_proto
@@ -73,7 +73,7 @@ def test_face_tracked_on_every_video(videos_dir: Path, name: str) -> None:
     assert "landmarks" in stats.stages and stats.stages["landmarks"].median_ms > 0
 
 
-@pytest.mark.parametrize("name", ["lfpw_image_0010", "takeo"])
+@pytest.mark.parametrize("name", IMAGE_NAMES)
 def test_landmarks_land_on_annotated_points(images_dir: Path, name: str) -> None:
     """Pixel geometry check: MediaPipe points agree with human iBUG-68 annotations (NME < 8 %)."""
     gt = read_pts(images_dir / f"{name}.pts")
@@ -86,6 +86,19 @@ def test_landmarks_land_on_annotated_points(images_dir: Path, name: str) -> None
     # Trivial baseline on the same points: the annotated points' centroid for every point.
     baseline = np.linalg.norm(gt[list(ibug_idx)].mean(0) - gt[list(ibug_idx)], axis=1) / interocular
     assert err.mean() < 0.08 < baseline.mean()
+
+
+def test_small_face_fallback_finds_the_speaker(images_dir: Path) -> None:
+    """einstein.jpg: a small face in a large photo. FaceMesh's short-range detector misses it."""
+    image = rgb(images_dir / "einstein.jpg")
+    with FaceMeshTracker(static=True, small_face_fallback=False) as tracker:
+        assert tracker.track(image) == []
+    gt = read_pts(images_dir / "einstein.pts")
+    with FaceMeshTracker(static=True) as tracker:
+        faces = tracker.track(image)
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces[0].box_px
+    assert x0 < gt[:, 0].mean() < x1 and y0 < gt[:, 1].mean() < y1  # in full-image pixels
 
 
 def test_no_face_and_two_faces(images_dir: Path) -> None:
