@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from realtime import __version__
 from realtime.errors import UserError
 
-COMMAND_MODULES: tuple[str, ...] = ("run", "doctor", "bench", "models", "record", "session", "report")
+COMMAND_MODULES: tuple[str, ...] = ("run", "doctor", "bench", "models", "record", "session", "report",
+                                    "refine")
 """Modules of ``realtime.cli`` that register a sub-command (the first is the default)."""
 
 DEFAULT_COMMAND = "run"
