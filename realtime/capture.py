@@ -184,6 +184,8 @@ class FrameSource(ABC):
     def __init__(self, description: str, *, latest_only: bool, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self.description = description
         self.latest_only = latest_only
+        """Latest-frame hand-off (live) instead of the back-pressure queue; ``_open`` may still change it."""
+        self._queue_size = queue_size
         self.handoff: Handoff = LatestFrameHandoff() if latest_only else QueueHandoff(queue_size)
         self.stats = CaptureStats()
         self.error: UserError | None = None
@@ -220,6 +222,8 @@ class FrameSource(ABC):
         if self._opened:
             return
         self._open()
+        if self.latest_only != isinstance(self.handoff, LatestFrameHandoff):
+            self.handoff = LatestFrameHandoff() if self.latest_only else QueueHandoff(self._queue_size)
         self._opened = True
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.kind}", daemon=True)
         self._thread.start()
@@ -309,9 +313,10 @@ class VideoSource(FrameSource):
     ) -> None:
         self.path = str(path)
         self.url = is_url(self.path)
-        # URLs are live streams: never let them back up; files go paced (latest frame) or as fast as possible.
-        super().__init__(self.path, latest_only=realtime or self.url, queue_size=queue_size)
-        self.live = self.url
+        # Live streams must never back up (newest frame wins); files, also over HTTP, are processed whole
+        # unless paced with --realtime. Whether a URL is live is settled in _open.
+        super().__init__(self.path, latest_only=realtime or _live_scheme(self.path), queue_size=queue_size)
+        self.live = self.latest_only and not realtime
         self.realtime = realtime
         self.decoder_threads = decoder_threads if decoder_threads else min(4, os.cpu_count() or 1)
         self.open_timeout_s = open_timeout_s
@@ -347,7 +352,9 @@ class VideoSource(FrameSource):
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else None
         self.width, self.height = int(stream.width), int(stream.height)
-        self.stats.expected = int(stream.frames) if stream.frames and not self.url else None
+        if self.url and not self.latest_only and self._container.duration is None:
+            self.latest_only = self.live = True  # no duration: a live stream (e.g. HLS live) over HTTP
+        self.stats.expected = int(stream.frames) if stream.frames and not self.live else None
         if self.width <= 0 or self.height <= 0:
             self._container.close()
             raise BadInputError(f"cannot read the video size of {self.path} (not a video?)")
@@ -423,6 +430,13 @@ class VideoSource(FrameSource):
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+_LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp")
+
+
+def _live_scheme(path: str) -> bool:
+    return is_url(path) and path.split("://", 1)[0].lower() in _LIVE_SCHEMES
 
 
 def _av_reason(exc: BaseException) -> str:

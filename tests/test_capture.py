@@ -228,6 +228,28 @@ def test_corrupt_middle_is_reported_not_hung(videos_dir: Path, tmp_path: Path) -
     assert src.stats.decode_errors > 0
 
 
+def test_video_over_http_is_decoded_whole(videos_dir: Path) -> None:
+    """A file behind an HTTP URL (a loopback server) is a file: every frame, back-pressure, PTS."""
+    import functools
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(videos_dir))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            src = VideoSource(f"http://127.0.0.1:{server.server_address[1]}/talking_720p.mp4")
+            frames = drain(src)
+        finally:
+            server.shutdown()
+    assert not src.live and src.error is None
+    assert len(frames) == container_frames(videos_dir / "talking_720p.mp4") and src.stats.dropped == 0
+    assert np.all(np.diff([f.timestamp_s for f in frames]) > 0)
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/x.mp4", "rtsp://127.0.0.1:9/x"])
 def test_unreachable_url_fails_quickly(url: str) -> None:
     t0 = time.monotonic()
