@@ -47,6 +47,9 @@ _MODE_INDEX = {name: i for i, name in enumerate(RENDER_MODES)}
 DEFAULT_ALBEDO = (0.80, 0.72, 0.66)
 """Clay-like skin tone used when no per-vertex albedo is given."""
 
+KEY_LIGHT_DIRECTION = (-0.3464, -0.4619, -0.8165)
+"""Unit vector toward the key light in view space (OpenCV axes): from the camera, above and to the left."""
+
 DEFAULT_CLEAR_COLOR = (0.0, 0.0, 0.0)
 DEFAULT_WIRE_COLOR = (0.55, 0.95, 0.75, 0.85)
 
@@ -55,16 +58,16 @@ _SH_CONSTANTS = np.array([0.282095, 0.488603, 0.488603, 0.488603, 1.092548, 1.09
 
 
 def default_sh() -> np.ndarray:
-    """Soft frontal studio light: ambient + a key light from the camera, slightly from above and the left.
+    """Soft studio light: ambient plus a key light from the camera, above and to the viewer's left
+    (:data:`KEY_LIGHT_DIRECTION`).
 
-    A face looking into the camera gets about 0.9 of its albedo; surfaces seen edge-on about 0.5.
+    A face looking into the camera gets about 0.95 of its albedo; surfaces seen edge-on about 0.35-0.6.
     """
     sh = np.zeros((9, 3), dtype=np.float32)
-    sh[0] = 0.45 / _SH_CONSTANTS[0]    # ambient
-    sh[1] = -0.14 / _SH_CONSTANTS[1]   # from above (camera -y)
-    sh[2] = -0.45 / _SH_CONSTANTS[2]   # from the camera (camera -z)
-    sh[3] = -0.06 / _SH_CONSTANTS[3]   # from the viewer's left (camera -x)
-    sh[6] = -0.04 / _SH_CONSTANTS[6]   # a little less light at the poles than on the equator: softer rim
+    key = np.asarray(KEY_LIGHT_DIRECTION)
+    sh[0] = 0.42 / _SH_CONSTANTS[0]                 # ambient
+    sh[1:4] = (0.55 * key[[1, 2, 0]] / _SH_CONSTANTS[1])[:, None]   # band 1: y, z, x order
+    sh[6] = -0.03 / _SH_CONSTANTS[6]                # a little less light at the poles: softer rim
     return sh
 
 
@@ -159,8 +162,9 @@ Rect = tuple[int, int, int, int]
 class _Topology:
     """Per-triangle-list data, built once: index buffer contents and the vertex-normal accumulation matrix."""
 
-    def __init__(self, triangles: np.ndarray, n_vertices: int) -> None:
+    def __init__(self, triangles: np.ndarray, n_vertices: int, ctx: moderngl.Context) -> None:
         self.triangles = triangles
+        """A private copy (the caller may change theirs)."""
         self.n_vertices = n_vertices
         self.flat = triangles.reshape(-1)
         self.corners = [np.ascontiguousarray(triangles[:, k]) for k in range(3)]
@@ -172,6 +176,7 @@ class _Topology:
         self.edge1 = np.empty((n_tri, 3), dtype=np.float32)
         self.edge2 = np.empty((n_tri, 3), dtype=np.float32)
         self.base = np.empty((n_tri, 3), dtype=np.float32)
+        self.index_buf = ctx.buffer(self.flat)
 
     def vertex_normals(self, v: np.ndarray) -> np.ndarray:
         np.take(v, self.corners[0], axis=0, out=self.base)
@@ -217,9 +222,10 @@ class OffscreenRenderer:
         self._released = False
         size = (self.width, self.height)
 
-        self._mesh_prog = c.program(vertex_shader=load_shader_source("mesh.vert"),
-                                    fragment_shader=load_shader_source("mesh.frag"))
-        self._ids_prog = c.program(vertex_shader=load_shader_source("mesh.vert"),
+        self._mesh_vert = load_shader_source("mesh.vert")
+        self._mesh_frag = load_shader_source("mesh.frag")
+        self._mesh_progs: dict[tuple[int, bool, bool], moderngl.Program] = {}
+        self._ids_prog = c.program(vertex_shader=self._mesh_vert,
                                    fragment_shader=load_shader_source("mesh_ids.frag"))
         self._bg_prog = c.program(vertex_shader=load_shader_source("fullscreen.vert"),
                                   fragment_shader=load_shader_source("background.frag"))
@@ -245,11 +251,12 @@ class OffscreenRenderer:
         # Vertex buffers: allocated per topology, orphaned and rewritten every frame.
         self._buffers = {name: c.buffer(reserve=16, dynamic=True) for name in (
             "pos", "normal", "color", "scalar", "xpos", "xnormal", "xcolor", "xscalar")}
-        self._index_buf = c.buffer(reserve=12)
-        self._vaos: dict[tuple[str, bool], moderngl.VertexArray] = {}
+        self._vaos: dict[tuple[int, bool, int], moderngl.VertexArray] = {}
+        self._topologies: list[_Topology] = []   # most recent first; a few (face-only and whole-head views)
         self._topology: _Topology | None = None
+        self._expanded: tuple[int, set[str]] = (0, set())   # (topology id, per-vertex arrays expanded)
         self._mesh: dict[str, np.ndarray] = {}
-        self._expanded_fresh: set[str] = set()
+        self._normals_topology: _Topology | None = None
 
         self._textures: dict[str, moderngl.Texture] = {}
         self._colormaps: dict[str, moderngl.Texture] = {}
@@ -277,14 +284,15 @@ class OffscreenRenderer:
             self.ctx.release()  # and with it every object of the context
             return
         objs: list[moderngl.Buffer | moderngl.Texture | moderngl.VertexArray | moderngl.Framebuffer
-                   | moderngl.Program] = [*self._buffers.values(), self._index_buf, self._points_buf,
+                   | moderngl.Program] = [*self._buffers.values(), self._points_buf,
+                                          *(t.index_buf for t in self._topologies),
                                           *self._vaos.values(), self._bg_vao, self._points_vao,
                                           *self._textures.values(), *self._colormaps.values()]
         for fbo in {self._draw_fbo, self._resolve_fbo, self._ids_fbo}:
             objs += [*fbo.color_attachments, fbo]  # type: ignore[list-item]
             if fbo.depth_attachment is not None:
                 objs.append(fbo.depth_attachment)  # type: ignore[arg-type]
-        objs += [self._mesh_prog, self._ids_prog, self._bg_prog, self._points_prog]
+        objs += [*self._mesh_progs.values(), self._ids_prog, self._bg_prog, self._points_prog]
         for obj in objs:
             obj.release()
 
@@ -299,14 +307,15 @@ class OffscreenRenderer:
                clear_color: tuple[float, float, float] = DEFAULT_CLEAR_COLOR,
                wire_color: tuple[float, float, float, float] = DEFAULT_WIRE_COLOR, wire_width: float = 0.6,
                colormap: str = "auto", point_color: tuple[float, float, float, float] = (1.0, 0.3, 0.2, 1.0),
-               point_size: float = 3.0, viewport: Rect | None = None, reuse_mesh: bool = False,
-               out: np.ndarray | None = None) -> np.ndarray:
+               point_size: float = 3.0, specular: float = 0.0, viewport: Rect | None = None,
+               reuse_mesh: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """Draw the mesh and return the (H, W, 3) uint8 RGB picture.
 
         Keyword extras beyond the shared contract: ``view`` (4x4 camera -> view transform for another
         viewpoint, e.g. :func:`orbit_view_matrix`); ``texture_intrinsics`` (the camera that saw
         ``texture_image`` when it is not ``intrinsics``); ``points_px`` (K, 2) dots drawn on top (landmarks);
-        ``opacity`` of the mesh over the background; colours; ``colormap`` ("auto": "coolwarm" when the
+        ``opacity`` of the mesh over the background; ``specular`` (a soft highlight from the key light in
+        "lit", for display; 0 keeps the pure SH model); colours; ``colormap`` ("auto": "coolwarm" when the
         scalar range straddles 0, else "viridis"); ``viewport`` (draw into this rectangle of the picture
         only; ``intrinsics`` then describe a camera of the rectangle's size and the rest of ``out`` is left
         as it is); ``reuse_mesh`` (the vertices, colours and scalars are those of the previous call: skip
@@ -320,7 +329,7 @@ class OffscreenRenderer:
                                 texture_intrinsics=texture_intrinsics, points_px=points_px, opacity=opacity,
                                 clear_color=clear_color, wire_color=wire_color, wire_width=wire_width,
                                 colormap=colormap, point_color=point_color, point_size=point_size,
-                                viewport=viewport, reuse_mesh=reuse_mesh, out=out)
+                                specular=specular, viewport=viewport, reuse_mesh=reuse_mesh, out=out)
 
     def _render(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics, mode: str, *,
                 background: np.ndarray | None, clear_color: tuple[float, float, float],
@@ -395,15 +404,23 @@ class OffscreenRenderer:
               clear_color: tuple[float, float, float] = DEFAULT_CLEAR_COLOR,
               wire_color: tuple[float, float, float, float] = DEFAULT_WIRE_COLOR, wire_width: float = 0.6,
               colormap: str = "auto", point_color: tuple[float, float, float, float] = (1.0, 0.3, 0.2, 1.0),
-              point_size: float = 3.0, reuse_mesh: bool = False) -> Rect | None:
+              point_size: float = 3.0, specular: float = 0.0, reuse_mesh: bool = False) -> Rect | None:
         """Draw into the framebuffer; with ``crop`` only the mesh's bounding box inside ``rect`` is drawn
         (returned; None when the mesh is not in view), else all of ``rect``."""
         if mode not in _MODE_INDEX:
             raise BadInputError(f"unknown render mode '{mode}' (available: {', '.join(RENDER_MODES)})")
         intr = self._fit_intrinsics(intrinsics, rect)
-        if not reuse_mesh or self._topology is None:
+        if not reuse_mesh or not self._mesh:
             self._upload_mesh(vertices_mm, triangles, vertex_colors if mode == "lit" else None,
                               scalars if mode == "heatmap" else None)
+        else:
+            topo = self._set_topology(triangles, self._mesh["pos"].shape[0])
+            if self._normals_topology is not topo:
+                # Normals depend on the triangles (a vertex outside this triangle set has none there).
+                self._mesh["normal"] = topo.vertex_normals(self._mesh["pos"])
+                _write(self._buffers["normal"], self._mesh["normal"])
+                self._normals_topology = topo
+                self._expanded = (0, set())
         verts = self._mesh["pos"]
         view_m = self._identity if view is None else np.asarray(view, dtype=np.float64)
         zmin, zmax = self._z_range(verts, view_m)
@@ -413,10 +430,9 @@ class OffscreenRenderer:
             if box is None:
                 return None
         expanded = wireframe_overlay or mode == "wireframe"
-        prog = self._mesh_prog
+        prog = self._mesh_program(_MODE_INDEX[mode], expanded, background is not None)
         _mat4(prog, "u_view", view_m)
         _mat4(prog, "u_proj", projection_matrix(intr, *_clip_planes(zmin, zmax)))
-        _uniform(prog, "u_mode").value = _MODE_INDEX[mode]
         _uniform(prog, "u_depth_range").value = (zmin, zmax)
         _uniform(prog, "u_has_colors").value = mode == "lit" and "color" in self._mesh
         _uniform(prog, "u_albedo").value = DEFAULT_ALBEDO
@@ -453,18 +469,20 @@ class OffscreenRenderer:
                                     f"got {background.shape}")
             assert box is not None
             self._image_texture("background", background, box).use(location=1)
-        _uniform(prog, "u_has_background").value = background is not None
         _uniform(prog, "u_clear_color").value = tuple(float(v) for v in clear_color)
         _uniform(prog, "u_opacity").value = float(opacity)
-        _uniform(prog, "u_wireframe").value = bool(wireframe_overlay)
         _uniform(prog, "u_wire_color").value = tuple(float(v) for v in wire_color)
         _uniform(prog, "u_wire_width").value = float(wire_width)
+        _uniform(prog, "u_specular").value = float(specular)
+        _uniform(prog, "u_key_light").value = KEY_LIGHT_DIRECTION
 
         ctx = self.ctx
         fbo = self._draw_fbo
         fbo.use()
         assert box is not None
-        fbo.viewport = rect
+        # The GL viewport is always the whole target (``intr`` already places a sub-rectangle's camera in
+        # it); the scissor box keeps the drawing inside.
+        fbo.viewport = (0, 0, self.width, self.height)
         fbo.scissor = box
         ctx.front_face = "cw"  # window y grows with image rows, which mirrors the winding
         fbo.clear(*clear_color, 1.0, depth=1.0)
@@ -474,9 +492,14 @@ class OffscreenRenderer:
             _uniform(self._bg_prog, "u_background").value = 1
             self._bg_vao.render(moderngl.TRIANGLES, vertices=3)
         ctx.enable(moderngl.DEPTH_TEST)
-        self._mesh_vao(prog, expanded).render(moderngl.TRIANGLES)
+        # Back faces are hidden behind front faces of the same head (about half the triangles, never seen):
+        # culling them halves the rasteriser's work.
+        ctx.enable(moderngl.CULL_FACE)
+        ctx.cull_face = "back"
+        self._draw_mesh(prog, expanded)
+        ctx.disable(moderngl.CULL_FACE)
         if points_px is not None and len(points_px):
-            self._draw_points(points_px, rect, point_color, point_size)
+            self._draw_points(np.asarray(points_px)[:, :2] + (rect[0], rect[1]), point_color, point_size)
         if self.samples:
             # The blit honours the scissor box: only the drawn pixels are resolved.
             self._resolve_fbo.scissor = box
@@ -486,12 +509,12 @@ class OffscreenRenderer:
         self._resolve_fbo.scissor = None  # type: ignore[assignment]
         return box
 
-    def _draw_points(self, points_px: np.ndarray, rect: Rect, color: tuple[float, float, float, float],
+    def _draw_points(self, points_px: np.ndarray, color: tuple[float, float, float, float],
                      size: float) -> None:
         pts = np.ascontiguousarray(np.asarray(points_px)[:, :2], dtype=np.float32)
         _write(self._points_buf, pts)
         prog = self._points_prog
-        _uniform(prog, "u_size").value = (float(rect[2]), float(rect[3]))
+        _uniform(prog, "u_size").value = (float(self.width), float(self.height))
         _uniform(prog, "u_point_size").value = float(size)
         _uniform(prog, "u_point_color").value = tuple(float(c) for c in color)
         ctx = self.ctx
@@ -519,7 +542,7 @@ class OffscreenRenderer:
         self._ids_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         ctx.disable(moderngl.BLEND | moderngl.CULL_FACE)
         ctx.enable(moderngl.DEPTH_TEST)
-        self._mesh_vao(prog, expanded).render(moderngl.TRIANGLES)
+        self._draw_mesh(prog, expanded)
         out = np.empty((self.height, self.width, 4), dtype=np.float32)
         self._ids_fbo.read_into(out, components=4, dtype="f4", alignment=1)
         return out
@@ -563,10 +586,24 @@ class OffscreenRenderer:
         return float(z.min()), float(z.max())
 
     # ------------------------------------------------------------------ resources
-    def _mesh_vao(self, prog: moderngl.Program, expanded: bool) -> moderngl.VertexArray:
+    def _mesh_program(self, mode: int, wireframe: bool, background: bool) -> moderngl.Program:
+        key = (mode, wireframe, background)
+        prog = self._mesh_progs.get(key)
+        if prog is None:
+            version, rest = self._mesh_frag.split("\n", 1)
+            defines = (f"#define MODE {mode}\n#define WIREFRAME {int(wireframe)}\n"
+                       f"#define BACKGROUND {int(background)}\n")
+            prog = self.ctx.program(vertex_shader=self._mesh_vert,
+                                    fragment_shader=f"{version}\n{defines}{rest}")
+            self._mesh_progs[key] = prog
+        return prog
+
+    def _draw_mesh(self, prog: moderngl.Program, expanded: bool) -> None:
+        topo = self._topology
+        assert topo is not None
         if expanded:
-            self._expand()
-        key = ("mesh" if prog is self._mesh_prog else "ids", expanded)
+            self._expand(topo)
+        key = (prog.glo, expanded, id(topo))
         vao = self._vaos.get(key)
         if vao is None:
             b = self._buffers
@@ -576,10 +613,10 @@ class OffscreenRenderer:
             if expanded:
                 vao = self.ctx.vertex_array(prog, content, skip_errors=True)
             else:
-                vao = self.ctx.vertex_array(prog, content, index_buffer=self._index_buf,
+                vao = self.ctx.vertex_array(prog, content, index_buffer=topo.index_buf,
                                             index_element_size=4, skip_errors=True)
             self._vaos[key] = vao
-        return vao
+        vao.render(moderngl.TRIANGLES, vertices=topo.flat.size)
 
     def _upload_mesh(self, vertices_mm: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None,
                      scalars: np.ndarray | None) -> None:
@@ -587,6 +624,7 @@ class OffscreenRenderer:
         topo = self._set_topology(triangles, verts.shape[0])
         n = verts.shape[0]
         self._mesh = {"pos": verts, "normal": topo.vertex_normals(verts)}
+        self._normals_topology = topo
         if colors is not None:
             col = _as_f32(colors, (3,), "vertex_colors")
             if col.shape[0] != n:
@@ -599,42 +637,47 @@ class OffscreenRenderer:
             self._mesh["scalar"] = s
         for name, data in self._mesh.items():
             _write(self._buffers[name], data)
-        self._expanded_fresh = set()
+        self._expanded = (0, set())
 
-    def _expand(self) -> None:
+    def _expand(self, topo: _Topology) -> None:
         """Per-corner copies of the per-vertex data for the non-indexed (barycentric) draw."""
-        assert self._topology is not None
-        flat = self._topology.flat
+        if self._expanded[0] != id(topo):
+            self._expanded = (id(topo), set())
+        done = self._expanded[1]
         for name, data in self._mesh.items():
-            if name not in self._expanded_fresh:
-                _write(self._buffers["x" + name], np.take(data, flat, axis=0))
-                self._expanded_fresh.add(name)
+            if name not in done:
+                _write(self._buffers["x" + name], np.take(data, topo.flat, axis=0))
+                done.add(name)
 
     def _set_topology(self, triangles: np.ndarray, n_vertices: int) -> _Topology:
-        topo = self._topology
-        if topo is not None and topo.n_vertices == n_vertices and (
-                triangles is topo.triangles or np.array_equal(triangles, topo.triangles)):
-            return topo
+        for topo in self._topologies:
+            # A full comparison (tens of microseconds), not identity: callers may edit their array in place.
+            if topo.n_vertices == n_vertices and triangles.shape == topo.triangles.shape and np.array_equal(
+                    triangles, topo.triangles):
+                self._topology = topo
+                return topo
         tris = np.asarray(triangles)
         if tris.ndim != 2 or tris.shape[1] != 3 or tris.shape[0] == 0:
             raise BadInputError(f"triangles must have shape (T, 3) with T > 0, got {tris.shape}")
         if tris.min() < 0 or tris.max() >= n_vertices:
             raise BadInputError(f"triangle indices must lie in [0, {n_vertices}), "
                                 f"got [{tris.min()}, {tris.max()}]")
-        tris = np.array(tris, dtype=np.int32, order="C")  # a private copy: the caller may reuse theirs
-        topo = _Topology(tris, n_vertices)
-        _write(self._index_buf, topo.flat)
-        n_corners = topo.flat.size
-        # The non-indexed draw takes its vertex count from the expanded buffers' size.
-        for name, per in (("pos", 12), ("normal", 12), ("color", 12), ("scalar", 4)):
-            self._buffers[name].orphan(n_vertices * per)
-            self._buffers["x" + name].orphan(n_corners * per)
-        for vao in self._vaos.values():
-            vao.release()
-        self._vaos = {}
+        topo = _Topology(np.array(tris, dtype=np.int32, order="C"), n_vertices, self.ctx)
+        if self._topologies and self._topologies[0].n_vertices != n_vertices:
+            self._forget_topologies()
+        if len(self._topologies) >= 4:
+            self._forget_topologies(self._topologies[-1])
+        self._topologies.insert(0, topo)
         self._topology = topo
         log.debug("mesh topology: %d vertices, %d triangles", n_vertices, tris.shape[0])
         return topo
+
+    def _forget_topologies(self, only: _Topology | None = None) -> None:
+        for topo in [t for t in self._topologies if only is None or t is only]:
+            for key in [k for k in self._vaos if k[2] == id(topo)]:
+                self._vaos.pop(key).release()
+            topo.index_buf.release()
+            self._topologies.remove(topo)
 
     def _image_texture(self, slot: str, image: np.ndarray, box: Rect | None) -> moderngl.Texture:
         """Upload ``image`` (or only its ``box``) into a texture of the image's size, reused across frames."""

@@ -1,7 +1,17 @@
 #version 330
-// Mesh fragment shader: one program for every display mode (the mode is a uniform, so the branch is coherent).
-// The output is opaque; "under" (background pixel or clear colour) is mixed in here rather than blended, so
-// the hidden-line removal of the wireframe and mesh opacity need a single depth-tested pass.
+// Mesh fragment shader. realtime/render.py compiles one variant per display mode with
+//   #define MODE <0..5>   #define WIREFRAME <0|1>   #define BACKGROUND <0|1>
+// inserted after the #version line: llvmpipe executes both sides of a branch under a mask, so a runtime
+// switch would pay for every mode's texture lookups on every fragment.
+// The output is opaque; "under" (the background pixel or the clear colour) is mixed in here rather than
+// blended, so the wireframe's hidden-line removal and the mesh opacity need one depth-tested pass.
+
+#define MODE_LIT 0
+#define MODE_WIREFRAME 1
+#define MODE_TEXTURED 2
+#define MODE_NORMALS 3
+#define MODE_DEPTH 4
+#define MODE_HEATMAP 5
 
 in vec3 v_bary;
 in vec3 v_cam;
@@ -10,28 +20,20 @@ in vec3 v_normal;
 in vec3 v_albedo;
 in float v_scalar;
 
-const int MODE_LIT = 0;
-const int MODE_WIREFRAME = 1;
-const int MODE_TEXTURED = 2;
-const int MODE_NORMALS = 3;
-const int MODE_DEPTH = 4;
-const int MODE_HEATMAP = 5;
-
-uniform int u_mode;
 uniform vec3 u_sh[9];             // SH irradiance coefficients (RGB) over the view-space normal, OpenCV axes
-uniform bool u_wireframe;         // barycentric edge overlay on top of any mode
 uniform vec4 u_wire_color;        // rgb + opacity of the lines
 uniform float u_wire_width;       // line half-width in pixels
 uniform sampler2D u_texture;      // "textured": image seen by the texture camera
 uniform vec4 u_tex_k;             // fx, fy, cx, cy of the texture camera
 uniform vec2 u_tex_size;          // its width, height in pixels
 uniform sampler2D u_background;   // same size as the target; row 0 = image top row = window y 0
-uniform bool u_has_background;
 uniform vec3 u_clear_color;
 uniform float u_opacity;          // mesh over "under"
 uniform sampler2D u_colormap;     // 256 x 1 lookup table
 uniform vec2 u_scalar_range;      // heatmap lo, hi
 uniform vec2 u_depth_range;       // depth view: near (bright), far (dark) in mm
+uniform float u_specular;         // "lit": strength of a Blinn-Phong highlight (0 = pure SH Lambertian)
+uniform vec3 u_key_light;         // its direction (toward the light, view space, unit)
 
 layout(location = 0) out vec4 f_color;
 
@@ -53,44 +55,50 @@ void main() {
     if (!gl_FrontFacing) {
         n = -n;
     }
+#if BACKGROUND
+    vec3 under = texelFetch(u_background, ivec2(gl_FragCoord.xy), 0).rgb;
+#else
     vec3 under = u_clear_color;
-    if (u_has_background) {
-        under = texelFetch(u_background, ivec2(gl_FragCoord.xy), 0).rgb;
+#endif
+
+#if MODE == MODE_LIT
+    vec3 color = v_albedo * sh_shade(n);
+    if (u_specular > 0.0) {
+        vec3 h = normalize(u_key_light - normalize(v_pos));
+        color += u_specular * pow(max(dot(n, h), 0.0), 40.0);
     }
-    vec3 color;
-    if (u_mode == MODE_LIT) {
-        color = v_albedo * sh_shade(n);
-    } else if (u_mode == MODE_WIREFRAME) {
-        color = under;
-    } else if (u_mode == MODE_TEXTURED) {
-        // Exact per-fragment projection into the texture camera (v_cam is affine on the surface, so its
-        // perspective-correct interpolation is exact); texel centres sit at integer pixel coordinates.
-        vec2 px = u_tex_k.xy * v_cam.xy / v_cam.z + u_tex_k.zw;
-        color = texture(u_texture, (px + 0.5) / u_tex_size).rgb;
-        // Surfaces that face away from the texture camera received no texture: darken them.
-        float facing = clamp(-dot(normalize(v_normal), normalize(v_cam)) * 4.0, 0.0, 1.0);
-        color *= mix(0.35, 1.0, facing);
-    } else if (u_mode == MODE_NORMALS) {
-        // Shown in the usual OpenGL colouring (x right, y up, z toward the viewer).
-        color = n * vec3(0.5, -0.5, -0.5) + 0.5;
-    } else if (u_mode == MODE_DEPTH) {
-        float t = clamp((v_pos.z - u_depth_range.x) / max(u_depth_range.y - u_depth_range.x, 1e-6), 0.0, 1.0);
-        color = vec3(1.0 - 0.85 * t);
-    } else {
-        float t = clamp((v_scalar - u_scalar_range.x) / max(u_scalar_range.y - u_scalar_range.x, 1e-12), 0.0, 1.0);
-        vec3 cmap = texture(u_colormap, vec2(t, 0.5)).rgb;
-        // Keep the shape readable: modulate by a soft, mostly ambient shading.
-        float lum = dot(sh_shade(n), vec3(0.299, 0.587, 0.114));
-        color = cmap * (0.45 + 0.6 * lum);
-    }
-    if (u_mode != MODE_WIREFRAME) {
-        color = mix(under, color, u_opacity);
-    }
-    if (u_wireframe || u_mode == MODE_WIREFRAME) {
-        vec3 d = v_bary / max(fwidth(v_bary), vec3(1e-6));       // distance to each edge in pixels
-        float edge = min(d.x, min(d.y, d.z));
-        float a = (1.0 - smoothstep(u_wire_width - 0.5, u_wire_width + 0.5, edge)) * u_wire_color.a;
-        color = mix(color, u_wire_color.rgb, a);
-    }
+#elif MODE == MODE_WIREFRAME
+    vec3 color = under;
+#elif MODE == MODE_TEXTURED
+    // Exact per-fragment projection into the texture camera (v_cam is affine on the surface, so its
+    // perspective-correct interpolation is exact); texel centres sit at integer pixel coordinates.
+    vec2 px = u_tex_k.xy * v_cam.xy / v_cam.z + u_tex_k.zw;
+    vec3 color = texture(u_texture, (px + 0.5) / u_tex_size).rgb;
+    // Surfaces that face away from the texture camera received no texture: darken them.
+    float facing = clamp(-dot(normalize(v_normal), normalize(v_cam)) * 4.0, 0.0, 1.0);
+    color *= mix(0.35, 1.0, facing);
+#elif MODE == MODE_NORMALS
+    // Shown in the usual OpenGL colouring (x right, y up, z toward the viewer).
+    vec3 color = n * vec3(0.5, -0.5, -0.5) + 0.5;
+#elif MODE == MODE_DEPTH
+    float t = clamp((v_pos.z - u_depth_range.x) / max(u_depth_range.y - u_depth_range.x, 1e-6), 0.0, 1.0);
+    vec3 color = vec3(1.0 - 0.85 * t);
+#else
+    float t = clamp((v_scalar - u_scalar_range.x) / max(u_scalar_range.y - u_scalar_range.x, 1e-12), 0.0, 1.0);
+    vec3 cmap = texture(u_colormap, vec2(t, 0.5)).rgb;
+    // Keep the shape readable: modulate by a soft, mostly ambient shading.
+    float lum = dot(sh_shade(n), vec3(0.299, 0.587, 0.114));
+    vec3 color = cmap * (0.45 + 0.6 * lum);
+#endif
+
+#if MODE != MODE_WIREFRAME
+    color = mix(under, color, u_opacity);
+#endif
+#if WIREFRAME || MODE == MODE_WIREFRAME
+    vec3 d = v_bary / max(fwidth(v_bary), vec3(1e-6));       // distance to each edge in pixels
+    float edge = min(d.x, min(d.y, d.z));
+    float a = (1.0 - smoothstep(u_wire_width - 0.5, u_wire_width + 0.5, edge)) * u_wire_color.a;
+    color = mix(color, u_wire_color.rgb, a);
+#endif
     f_color = vec4(clamp(color, 0.0, 1.0), 1.0);
 }

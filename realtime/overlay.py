@@ -1,0 +1,218 @@
+"""The composed views the user sees: the fitted mesh in place on the camera frame plus a 3D orbit view.
+
+One function, :func:`compose_views`, draws them into an RGB frame with an :class:`OffscreenRenderer`; the
+annotated ``--output`` video (:class:`MeshOverlay`, a ``VideoWriterSink`` ``draw`` callable), the
+``reconstruct --render`` picture (:func:`render_reconstruction_png`) and the benchmark use it, and the live
+window draws the same two views with the same style through its own GL context.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from realtime.camera import Intrinsics
+from realtime.errors import OutputError
+from realtime.facemodel import MorphableModel
+from realtime.render import RENDER_MODES, OffscreenRenderer, orbit_view_matrix
+from realtime.results import FaceFit, FrameResult
+
+log = logging.getLogger(__name__)
+
+PANEL_COLOR = (0.11, 0.12, 0.14)
+"""Background of the 3D view."""
+
+
+@dataclass(frozen=True)
+class ViewStyle:
+    """How the mesh is shown (the window starts with these and lets the user change them)."""
+
+    mode: str = "lit"
+    """Render mode of the mesh in both views (see ``realtime.render.RENDER_MODES``)."""
+    overlay_opacity: float = 0.55
+    """Mesh over the camera frame: 0 shows only the frame, 1 hides it."""
+    wireframe: bool = False
+    """Barycentric wireframe on top of the mesh."""
+    inset_fraction: float = 0.38
+    """Side of the square 3D view as a fraction of the frame height (headless pictures)."""
+    orbit_yaw_deg: float = 35.0
+    orbit_pitch_deg: float = 8.0
+    orbit_fov_deg: float = 30.0
+    specular: float = 0.12
+    landmarks: bool = True
+    """Tracked MediaPipe landmarks as dots over the frame."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in RENDER_MODES:
+            raise ValueError(f"unknown render mode {self.mode!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class MeshDisplay:
+    """Which triangles of the model each view shows: the camera overlay only the fitted face (a mask that
+    sits on the skin; the fitted neck and skull are guesses that would cover hair and clothes), the 3D view
+    the whole face area with ears and neck."""
+
+    overlay_triangles: np.ndarray
+    view_triangles: np.ndarray
+
+    @classmethod
+    def from_model(cls, model: MorphableModel) -> MeshDisplay:
+        tris = model.triangles
+        narrow = model.narrow_face_area_vertices or model.face_area_vertices
+        overlay = tris[(tris < narrow).all(axis=1)]
+        view = tris[(tris < model.face_area_vertices).all(axis=1)]
+        return cls(np.ascontiguousarray(overlay if len(overlay) else tris, dtype=np.int32),
+                   np.ascontiguousarray(view if len(view) else tris, dtype=np.int32))
+
+
+def orbit_distance_mm(vertices_mm: np.ndarray, fov_deg: float,
+                      margin: float = 1.05) -> tuple[np.ndarray, float]:
+    """Centre of the mesh and the orbit distance at which it fills the view (seen from any side)."""
+    lo, hi = vertices_mm.min(axis=0), vertices_mm.max(axis=0)
+    center = 0.5 * (lo + hi)
+    radius = 0.5 * float(np.max(hi - lo))
+    return center, margin * radius / math.tan(math.radians(fov_deg) / 2.0) + 0.5 * radius
+
+
+def draw_orbit_view(renderer: OffscreenRenderer, vertices_mm: np.ndarray, triangles: np.ndarray,
+                    rect: tuple[int, int, int, int], style: ViewStyle, *, yaw_deg: float | None = None,
+                    pitch_deg: float | None = None, zoom: float = 1.0,
+                    texture_image: np.ndarray | None = None, texture_intrinsics: Intrinsics | None = None,
+                    scalars: np.ndarray | None = None,
+                    reuse_mesh: bool = False, out: np.ndarray) -> np.ndarray:
+    """Draw the mesh seen by an orbit camera into ``rect`` of ``out`` (the rest of ``out`` untouched)."""
+    w, h = rect[2], rect[3]
+    fov = style.orbit_fov_deg
+    intr = Intrinsics.from_fov(w, h, fov) if w >= h else _fov_vertical(w, h, fov)
+    center, distance = orbit_distance_mm(vertices_mm, min(style.orbit_fov_deg, intr.horizontal_fov_deg))
+    view = orbit_view_matrix(center, style.orbit_yaw_deg if yaw_deg is None else yaw_deg,
+                             style.orbit_pitch_deg if pitch_deg is None else pitch_deg, distance / zoom)
+    mode = style.mode
+    if (mode == "textured" and texture_image is None) or (mode == "heatmap" and scalars is None):
+        mode = "lit"
+    return renderer.render(vertices_mm, triangles, intr, mode, view=view, viewport=rect,
+                           clear_color=PANEL_COLOR, wireframe_overlay=style.wireframe,
+                           texture_image=texture_image, texture_intrinsics=texture_intrinsics,
+                           scalars=scalars, specular=style.specular, reuse_mesh=reuse_mesh, out=out)
+
+
+def _fov_vertical(w: int, h: int, fov_deg: float) -> Intrinsics:
+    """Intrinsics whose *vertical* field of view is ``fov_deg`` (for portrait panels)."""
+    f = 0.5 * h / math.tan(math.radians(fov_deg) / 2.0)
+    return Intrinsics(f, f, w / 2.0, h / 2.0, w, h)
+
+
+def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: np.ndarray | None,
+                  display: MeshDisplay, intrinsics: Intrinsics, style: ViewStyle,
+                  landmarks_px: list[np.ndarray] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """The camera frame with the mesh drawn in place and a square 3D view in the bottom-right corner.
+
+    ``renderer`` must have the image's size. Without a mesh (no fit) only the landmarks are drawn.
+    """
+    h, w = image.shape[:2]
+    if out is None:
+        out = np.empty_like(image)
+    dots = np.concatenate(landmarks_px)[:, :2] if style.landmarks and landmarks_px else None
+    if vertices_mm is None:
+        np.copyto(out, image)
+        if dots is not None and dots.size:
+            _draw_dots(out, dots)
+        return out
+    mode = style.mode if style.mode != "heatmap" else "lit"
+    renderer.render(vertices_mm, display.overlay_triangles, intrinsics, mode, background=image,
+                    texture_image=image if mode == "textured" else None, opacity=style.overlay_opacity,
+                    wireframe_overlay=style.wireframe, specular=style.specular, points_px=dots,
+                    point_size=3.0, point_color=(0.3, 1.0, 0.55, 1.0), out=out)
+    side = max(32, round(style.inset_fraction * h))
+    side = min(side, w, h)
+    margin = max(4, side // 40)
+    rect = (w - side - margin, h - side - margin, side, side)
+    # (The textured 3D view needs the untouched frame; when drawing in place it falls back to "lit".)
+    draw_orbit_view(renderer, vertices_mm, display.view_triangles, rect, style,
+                    texture_image=image if out is not image else None, texture_intrinsics=intrinsics,
+                    reuse_mesh=True, out=out)
+    return out
+
+
+def _draw_dots(image: np.ndarray, points_px: np.ndarray) -> None:
+    from realtime.annotate import draw_points
+
+    draw_points(image, points_px, np.array([77, 255, 140], np.uint8), radius=1)
+
+
+class MeshOverlay:
+    """``VideoWriterSink`` ``draw`` callable: :func:`compose_views` of each frame's first fitted face, then
+    the tracking annotations' text. The renderer (an EGL context) is created on the first call, on the
+    writer thread that uses it; :meth:`close` releases it.
+    """
+
+    def __init__(self, model: MorphableModel, intrinsics_for_size: Callable[[int, int], Intrinsics],
+                 style: ViewStyle | None = None, samples: int = 4) -> None:
+        self.display = MeshDisplay.from_model(model)
+        self.intrinsics_for_size = intrinsics_for_size
+        self.style = style or ViewStyle()
+        self.samples = samples
+        self._renderer: OffscreenRenderer | None = None
+        self._out: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
+        from realtime.annotate import AnnotateOptions, annotate
+
+        h, w = image.shape[:2]
+        r = self._renderer
+        if r is None or (r.width, r.height) != (w, h):
+            if r is not None:
+                r.release()
+            r = self._renderer = OffscreenRenderer(w, h, samples=self.samples)
+        fit = next((f.fit for f in result.faces if f.fit is not None), None)
+        landmarks = [f.track.landmarks_px for f in result.faces]
+        compose_views(r, image, None if fit is None else fit.vertices_mm, self.display,
+                      self.intrinsics_for_size(w, h), self.style, landmarks, out=image)
+        # Boxes and the frame label from the tracking annotations (landmarks are drawn above already).
+        return annotate(image, result, AnnotateOptions(landmarks=False, boxes=fit is None))
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.release()
+            self._renderer = None
+
+
+def render_reconstruction(image: np.ndarray, fit: FaceFit, model: MorphableModel, intrinsics: Intrinsics,
+                          style: ViewStyle | None = None) -> np.ndarray:
+    """Side-by-side picture of a one-shot reconstruction: the photo with the mesh in place | the 3D view."""
+    style = style or ViewStyle(overlay_opacity=0.6)
+    display = MeshDisplay.from_model(model)
+    h, w = image.shape[:2]
+    canvas = np.empty((h, w + h, 3), dtype=np.uint8)
+    with OffscreenRenderer(w + h, h) as r:
+        # Left: the photo with the mesh; the renderer's picture is wider, so draw it into a viewport.
+        canvas[:, :w] = image
+        r.render(fit.vertices_mm, display.overlay_triangles, intrinsics, "lit", viewport=(0, 0, w, h),
+                 background=canvas, opacity=style.overlay_opacity, wireframe_overlay=style.wireframe,
+                 specular=style.specular, out=canvas)
+        draw_orbit_view(r, fit.vertices_mm, display.view_triangles, (w, 0, h, h), style, reuse_mesh=True,
+                        out=canvas)
+    return canvas
+
+
+def render_reconstruction_png(image: np.ndarray, fit: FaceFit, model: MorphableModel, intrinsics: Intrinsics,
+                              path: str | Path, style: ViewStyle | None = None) -> Path:
+    """Write :func:`render_reconstruction` as a PNG (``OutputError`` when it cannot be written)."""
+    from PIL import Image
+
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise OutputError(f"--render needs a .png path, got {p}")
+    picture = render_reconstruction(image, fit, model, intrinsics, style)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(p)
+    except OSError as exc:
+        raise OutputError(f"cannot write {p}: {exc.strerror or exc}") from None
+    return p
