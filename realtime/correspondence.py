@@ -52,6 +52,8 @@ class Correspondence:
     model_name: str = ""
     n_model_vertices: int = 0
     source: str = ""
+    topology: str = ""
+    """``topology_hash(model.triangles)`` of the model the table was built for."""
 
     def points(self, vertices: np.ndarray) -> np.ndarray:
         """(..., N, 3) model vertices (any space) -> (..., 478, 3) landmark points on the surface."""
@@ -79,6 +81,13 @@ class Correspondence:
         return float(np.mean([np.linalg.norm(p[a] - p[b]) for a, b in ((1, 3), (2, 4), (6, 8), (7, 9))]))
 
 
+def topology_hash(triangles: np.ndarray) -> str:
+    """Short hash of a mesh's triangle list: a table only fits models with the same vertex order and faces."""
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(triangles, dtype=np.int32).tobytes()).hexdigest()[:16]
+
+
 def weights_from_spread(spread_mm: np.ndarray) -> np.ndarray:
     """Reliability weight 1 / (1 + (spread / 2 mm)²); 0 where the spread is unknown (no samples)."""
     s = np.asarray(spread_mm, dtype=np.float64)
@@ -98,7 +107,8 @@ def save_correspondence(corr: Correspondence, path: str | Path) -> None:
         barycentric=corr.barycentric.astype(np.float32), weights=corr.weights.astype(np.float32),
         triangle=corr.triangle.astype(np.int32), spread_mm=corr.spread_mm.astype(np.float32),
         iris_local_mm=corr.iris_local_mm.astype(np.float32), model_name=np.str_(corr.model_name),
-        n_model_vertices=np.int32(corr.n_model_vertices), source=np.str_(corr.source))
+        n_model_vertices=np.int32(corr.n_model_vertices), source=np.str_(corr.source),
+        topology=np.str_(corr.topology))
 
 
 def read_correspondence(path: str | Path) -> Correspondence:
@@ -112,16 +122,18 @@ def read_correspondence(path: str | Path) -> Correspondence:
             weights=d["weights"].astype(np.float32), triangle=d["triangle"].astype(np.int32),
             spread_mm=d["spread_mm"].astype(np.float32), iris_local_mm=d["iris_local_mm"].astype(np.float32),
             model_name=str(d["model_name"]), n_model_vertices=int(d["n_model_vertices"]),
-            source=str(d["source"]))
+            source=str(d["source"]), topology=str(d["topology"]) if "topology" in d.files else "")
 
 
 def load_correspondence(model: MorphableModel, path: str | Path | None = None) -> Correspondence:
     """The shipped table for ``model`` (``realtime/data/mediapipe478_<model.name>.npz``)."""
     corr = _load_cached(str(Path(path) if path is not None else default_path(model)))
-    if corr.n_model_vertices != model.n_vertices or int(corr.vertex_ids.max()) >= model.n_vertices:
+    if (corr.n_model_vertices != model.n_vertices or int(corr.vertex_ids.max()) >= model.n_vertices
+            or (corr.topology and corr.topology != topology_hash(model.triangles))):
         raise MissingResourceError(
-            f"correspondence table {corr.source or path} was built for a model with {corr.n_model_vertices} "
-            f"vertices, '{model.name}' has {model.n_vertices}")
+            f"the MediaPipe correspondence table for '{model.name}' was built for another mesh "
+            f"({corr.n_model_vertices} vertices, topology {corr.topology}); rebuild it with "
+            "tools/build_correspondence.py --out PATH")
     return corr
 
 

@@ -487,18 +487,23 @@ def boundary_loops(triangles: np.ndarray) -> list[np.ndarray]:
 
 
 def eye_rig(model: MorphableModel) -> EyeRig:
-    """Find the two eye openings (the boundary loops nearest the iBUG eye landmarks) and place the spheres."""
+    """Find the two eye openings (the boundary loops nearest the iBUG eye landmarks) and place the spheres.
+
+    Meshes without eye openings fall back to the iBUG eye landmarks as anchors.
+    """
     loops = boundary_loops(model.triangles)
     mean = model.mean_mm
     # iBUG-68: 36-41 subject's right eye, 42-47 subject's left eye.
     targets = (mean[model.landmarks68[36:42]].mean(axis=0), mean[model.landmarks68[42:48]].mean(axis=0))
     chosen: list[np.ndarray] = []
-    for target in targets:
+    for e, target in enumerate(targets):
         dists = [float(np.linalg.norm(mean[lp].mean(axis=0) - target)) for lp in loops]
-        best = int(np.argmin(dists))
-        if dists[best] > 15.0:
-            raise MissingResourceError(f"face model '{model.name}' has no eye opening near the eye landmarks")
-        chosen.append(loops[best])
+        best = int(np.argmin(dists)) if dists else -1
+        if best >= 0 and dists[best] <= 15.0:
+            chosen.append(loops[best])
+        else:
+            # A mesh without eye openings (e.g. BFM): anchor the eyeball on the six iBUG eye landmarks.
+            chosen.append(model.landmarks68[36 + 6 * e: 42 + 6 * e].astype(np.int32))
     offset = np.zeros((2, 3), dtype=np.float32)
     offset[:, 2] = CORNEA_PROTRUSION_MM - EYEBALL_RADIUS_MM
     return EyeRig(loops=(chosen[0], chosen[1]), offset_mm=offset)

@@ -168,7 +168,9 @@ def scene_layout(model: MorphableModel) -> SceneLayout:
     rig = eye_rig(model)
     loops = boundary_loops(model.triangles)
     centre = model.mean_mm[model.landmarks68[48:68]].mean(axis=0)
-    mouth = min(loops, key=lambda lp: float(np.linalg.norm(model.mean_mm[lp].mean(0) - centre)))
+    mouth = min(loops, key=lambda lp: float(np.linalg.norm(model.mean_mm[lp].mean(0) - centre)), default=None)
+    if mouth is None or np.linalg.norm(model.mean_mm[mouth].mean(0) - centre) > 15.0:
+        mouth = model.landmarks68[60:68].astype(np.int32)  # closed mouth in the mesh: inner-lip landmarks
     n = model.n_vertices
     tris = [model.triangles.astype(np.int32)]
     ranges: dict[str, tuple[int, int]] = {}
@@ -307,7 +309,8 @@ def random_background(rng: np.random.Generator, width: int, height: int) -> np.n
             cv2.rectangle(img, centre, p2, colour, -1)
     fine = rng.normal(0, rng.uniform(2, 12), size=(height // 4 + 1, width // 4 + 1, 1)).astype(np.float32)
     grain = np.asarray(cv2.resize(fine, (width, height), interpolation=cv2.INTER_LINEAR), np.float32)
-    out = cv2.GaussianBlur(np.asarray(img, np.float32) + grain[..., None], (0, 0), float(rng.uniform(0.5, 3.0)))
+    sigma = float(rng.uniform(0.5, 3.0))
+    out = cv2.GaussianBlur(np.asarray(img, np.float32) + grain[..., None], (0, 0), sigma)
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -319,7 +322,8 @@ def degrade(rng: np.random.Generator, image: np.ndarray, blur_sigma: float, nois
     if blur_sigma > 0.05:
         img = cv2.GaussianBlur(img, (0, 0), blur_sigma)
     if noise_sigma > 0:
-        img = np.clip(img.astype(np.float32) + rng.normal(0, noise_sigma, img.shape), 0, 255).astype(np.uint8)
+        noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise_sigma)
+        img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
     if jpeg_quality is not None:
         ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
         if ok:

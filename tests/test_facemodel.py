@@ -174,3 +174,16 @@ def test_facex_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="FaceXModel"):
         load_facex_folder(tmp_path / "empty", cache=False)
+
+
+def test_eye_rig_on_a_mesh_without_eye_openings(face_model: MorphableModel) -> None:
+    """Closed meshes (BFM-like) fall back to the iBUG eye landmarks as eyeball anchors."""
+    from dataclasses import replace
+
+    rig = eye_rig(face_model)
+    fills = [np.stack([lp[0].repeat(len(lp) - 2), lp[1:-1], lp[2:]], 1) for lp in rig.loops]
+    closed = replace(face_model, triangles=np.concatenate([face_model.triangles, *fills]))
+    closed_rig = eye_rig(closed)
+    np.testing.assert_array_equal(closed_rig.loops[0], face_model.landmarks68[36:42])
+    shift = np.linalg.norm(closed_rig.centres(closed.mean_mm) - rig.centres(face_model.mean_mm), axis=1)
+    assert shift.max() < 4.0

@@ -37,9 +37,11 @@ from realtime.correspondence import (
     Correspondence,
     landmark_regions,
     save_correspondence,
+    topology_hash,
     weights_from_spread,
 )
-from realtime.facemodel import MorphableModel, load_face_model
+from realtime.facemodel import MorphableModel, eye_rig, load_face_model
+from realtime.render import OffscreenRenderer
 from realtime.synthetic import SyntheticGenerator, SyntheticSample
 
 log = logging.getLogger("build_correspondence")
@@ -49,19 +51,6 @@ SNAP_RADIUS_PX = 4
 """Landmarks on the lid margin / inner lip can fall just inside the opening (on an eyeball or the mouth
 cavity proxy): they are snapped to the nearest face pixel within this radius."""
 VISIBLE_TOLERANCE_MM = 2.0
-
-
-def make_renderer(width: int, height: int):  # type: ignore[no-untyped-def]
-    try:
-        from realtime.render import OffscreenRenderer
-
-        return OffscreenRenderer(width, height)
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _mini_render import MiniRenderer
-
-        log.warning("realtime.render not available; using the stop-gap renderer")
-        return MiniRenderer(width, height)
 
 
 @dataclass
@@ -213,6 +202,39 @@ def consensus(model: MorphableModel, obs: list[RenderObservation], use: np.ndarr
     return Table(out_tri, out_bary, spread, count, iris_local, iris_spread)
 
 
+def reprojection_choice(model: MorphableModel, obs: list[RenderObservation], use: np.ndarray,
+                        table: Table, clip_px: float = 6.0) -> Table:
+    """Per landmark, among its back-projected samples pick the surface point that best reprojects onto
+    MediaPipe's landmark over all renders where it is visible (truncated squared pixel error)."""
+    tri_all = np.stack([o.tri for o in obs])
+    bary_all = np.stack([o.bary for o in obs]).astype(np.float64)
+    verts = np.stack([o.sample.vertices_mm for o in obs]).astype(np.float64)  # (R, N, 3)
+    lm = np.stack([o.landmarks_px for o in obs])  # (R, 478, 2)
+    k = np.array([[o.sample.intrinsics.fx, o.sample.intrinsics.fy, o.sample.intrinsics.cx,
+                   o.sample.intrinsics.cy] for o in obs])
+    out_tri, out_bary = table.tri.copy(), table.bary.copy()
+    mean = model.mean_mm.astype(np.float64)
+    spread = table.spread_mm.copy()
+    for i in range(N_LANDMARKS):
+        cand = np.nonzero(use[:, i] & (tri_all[:, i] >= 0))[0]
+        if len(cand) == 0:
+            continue
+        ct, cb = tri_all[cand, i], bary_all[cand, i]
+        # Candidates' points in every render using this landmark: (R_i, C, 3).
+        rs = cand
+        corners = verts[rs][:, model.triangles[ct]]  # (R_i, C, 3, 3)
+        p = (corners * cb[None, :, :, None]).sum(2)
+        u = k[rs, 0, None] * p[..., 0] / p[..., 2] + k[rs, 2, None]
+        v = k[rs, 1, None] * p[..., 1] / p[..., 2] + k[rs, 3, None]
+        err2 = (u - lm[rs, i, 0, None]) ** 2 + (v - lm[rs, i, 1, None]) ** 2
+        cost = np.minimum(err2, clip_px**2).mean(0)
+        j = int(np.argmin(cost))
+        out_tri[i], out_bary[i] = ct[j], cb[j].astype(np.float32)
+        pts = (mean[model.triangles[ct]] * cb[:, :, None]).sum(1)
+        spread[i] = float(np.median(np.linalg.norm(pts - pts[j], axis=1)))
+    return Table(out_tri, out_bary, spread, table.n_samples, table.iris_local, table.iris_spread_mm)
+
+
 def reprojection_errors(model: MorphableModel, corr: Correspondence,
                         obs: list[RenderObservation]) -> np.ndarray:
     """(R, 478) px distance between projected table points and MediaPipe (NaN where not visible)."""
@@ -233,14 +255,24 @@ def reprojection_errors(model: MorphableModel, corr: Correspondence,
 
 def to_correspondence(model: MorphableModel, table: Table, source: str) -> Correspondence:
     tri = np.where(table.tri >= 0, table.tri, 0)
+    vertex_ids = model.triangles[tri].astype(np.int32)
+    bary = table.bary.astype(np.float32).copy()
+    # Iris landmarks are not on the face: give them (weight 0) the middle of their eye opening, so that
+    # ``points`` stays finite for all 478; their real positions are ``iris_points``.
+    rig = eye_rig(model)
+    for k, i in enumerate(IRIS_LANDMARKS):
+        loop = rig.loops[0 if k < 5 else 1]
+        vertex_ids[i] = loop[[0, len(loop) // 3, 2 * len(loop) // 3]]
+        bary[i] = 1.0 / 3.0
     weights = weights_from_spread(table.spread_mm)
     weights[table.tri < 0] = 0.0
     weights[IRIS_LANDMARKS] = 0.0
     return Correspondence(
-        vertex_ids=model.triangles[tri].astype(np.int32), barycentric=table.bary.astype(np.float32),
+        vertex_ids=vertex_ids, barycentric=bary,
         weights=weights.astype(np.float32), triangle=tri.astype(np.int32),
         spread_mm=table.spread_mm.astype(np.float32), iris_local_mm=table.iris_local.astype(np.float32),
-        model_name=model.name, n_model_vertices=model.n_vertices, source=source)
+        model_name=model.name, n_model_vertices=model.n_vertices, source=source,
+        topology=topology_hash(model.triangles))
 
 
 def summarise(errs: np.ndarray, spread: np.ndarray | None = None) -> dict[str, dict[str, float]]:
@@ -274,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_face_model()
     start = time.perf_counter()
-    with make_renderer(args.size, args.size) as renderer, mp.solutions.face_mesh.FaceMesh(
+    with OffscreenRenderer(args.size, args.size) as renderer, mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, refine_landmarks=True, max_num_faces=1) as tracker:
         gen = SyntheticGenerator(model, args.size, args.size, seed=args.seed, renderer=renderer,
                                  identity_scale=0.8, expression_active=(0, 2), expression_max=0.6,
@@ -312,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     first = consensus(model, obs, use0)
     use = np.stack([visible(o, model, first.tri, first.bary) for o in obs])
     table = consensus(model, obs, use)
+    medoid_corr = to_correspondence(model, table, "medoid")
+    table = reprojection_choice(model, obs, use, table)
     corr = to_correspondence(model, table, f"tools/build_correspondence.py --renders {args.renders} "
                                            f"--seed {args.seed}")
     # Baseline: the table from the first (frontal, neutral, mean identity) render alone.
@@ -321,18 +355,30 @@ def main(argv: list[str] | None = None) -> int:
     eval_obs = held if held else obs
     errs = reprojection_errors(model, corr, eval_obs)
     errs_base = reprojection_errors(model, base, eval_obs)
+    errs_medoid = reprojection_errors(model, medoid_corr, eval_obs)
     iris_diam = float(np.mean([np.linalg.norm(corr.iris_local_mm[a] - corr.iris_local_mm[b])
                                for a, b in ((1, 3), (2, 4), (6, 8), (7, 9))]))
+    yaw_eval = np.abs([o.sample.pose.euler_deg()[0] for o in eval_obs])
+    bins = ((0, 15), (15, 30), (30, 45))
+    by_yaw = {f"{lo}-{hi}": {"n": int(((yaw_eval >= lo) & (yaw_eval < hi)).sum()),
+                             "table_px_median": float(np.nanmedian(errs[(yaw_eval >= lo) & (yaw_eval < hi)])),
+                             "baseline_px_median": float(np.nanmedian(errs_base[(yaw_eval >= lo)
+                                                                                & (yaw_eval < hi)]))}
+              for lo, hi in bins if ((yaw_eval >= lo) & (yaw_eval < hi)).any()}
+    iod = [float(np.linalg.norm(o.landmarks_px[468] - o.landmarks_px[473])) for o in eval_obs]
     report = {
         "renders_used": len(obs), "held_out": len(held), "mediapipe_misses": misses,
         "seconds": round(time.perf_counter() - start, 1),
         "spread_mm_median": float(np.median(table.spread_mm[np.isfinite(table.spread_mm)])),
         "weights_mean": float(corr.weights.mean()),
         "iris_ring_diameter_mm": iris_diam,
+        "interpupillary_px_median": float(np.median(iod)),
+        "by_yaw": by_yaw,
         "iris_spread_mm_median": float(np.median(table.iris_spread_mm)),
         "regions": summarise(errs, table.spread_mm),
         "baseline_single_frontal_render": summarise(errs_base),
         "all_px_median": float(np.nanmedian(errs)), "baseline_all_px_median": float(np.nanmedian(errs_base)),
+        "medoid_all_px_median": float(np.nanmedian(errs_medoid)),
     }
     if not args.no_save:
         out = args.out or default_path(model)
@@ -355,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{b['reproj_px_median']:>14.2f}{b['reproj_px_p90']:>7.2f}")
         print(f"{'all':<12}{N_LANDMARKS:>4}{'':>11}{report['all_px_median']:>15.2f}{'':>7}"
               f"{report['baseline_all_px_median']:>14.2f}")
+        print(f"(3D-medoid table without the reprojection choice: all "
+              f"{report['medoid_all_px_median']:.2f} px)")
+        print("by |yaw|: " + ", ".join(
+            f"{k}°: {v['table_px_median']:.2f} px (baseline {v['baseline_px_median']:.2f}, n={v['n']})"
+            for k, v in by_yaw.items()))
+        print(f"(faces {report['interpupillary_px_median']:.0f} px between the pupils)")
         if "written" in report:
             print(f"written {report['written']}")
     return 0
