@@ -157,12 +157,24 @@ def has_display() -> bool:
     return True
 
 
-def run_window(pipeline: Any, args: argparse.Namespace) -> None:
-    """Show the live window on the main thread while the pipeline processes in the background."""
-    from realtime.window import LiveWindow
+def load_window_class() -> Any:
+    """``realtime.window.LiveWindow``, or a one-line error when the window cannot work here."""
+    if not has_display():
+        raise UserError("no display; use --headless")
+    try:
+        from realtime.window import LiveWindow
+    except ImportError as exc:
+        raise UserError(f"the live window is not available ({exc}); use --headless") from None
+    return LiveWindow
 
+
+def run_window(window_class: Any, pipeline: Any, args: argparse.Namespace) -> None:
+    """Show the live window on the main thread while the pipeline processes in the background.
+
+    ``LiveWindow(pipeline)`` polls ``pipeline.latest()``; its ``run()`` returns when the window closes.
+    """
     pipeline.start()
-    window = LiveWindow(pipeline)
+    window = window_class(pipeline)
     window.run()
 
 
@@ -173,8 +185,7 @@ def main(args: argparse.Namespace) -> int:
     quiet_native_logs()
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError("--max-frames must be at least 1", exit_code=2)
-    if not args.headless and not has_display():
-        raise UserError("no display; use --headless")
+    window_class = None if args.headless else load_window_class()  # before anything is opened
     with contextlib.ExitStack() as stack:
         source = build_source(args)
         source.open()  # bad paths / missing cameras fail here, before anything slow
@@ -195,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
             pipeline.run()
         else:
             try:
-                run_window(pipeline, args)
+                run_window(window_class, pipeline, args)
             finally:
                 pipeline.stop()
     stats = pipeline.stats
