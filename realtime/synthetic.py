@@ -187,7 +187,9 @@ def scene_layout(model: MorphableModel) -> SceneLayout:
 
     # Cavity fans: loop -> one extra apex vertex behind it (apices: n, n+1, n+2 = mouth, right, left socket).
     def fan(loop: np.ndarray, apex: int) -> np.ndarray:
-        return np.stack([loop, np.roll(loop, -1), np.full_like(loop, apex)], axis=1)
+        # Border edges run loop[i] -> loop[i+1] in the mesh's triangles; the closing fan runs them backwards
+        # so that it faces outward like the mesh (renderers cull back faces).
+        return np.stack([np.roll(loop, -1), loop, np.full_like(loop, apex)], axis=1)
 
     add("mouth", fan(mouth, n))
     add("sockets", np.concatenate([fan(rig.loops[0], n + 1), fan(rig.loops[1], n + 2)]))

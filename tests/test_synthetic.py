@@ -101,6 +101,14 @@ def test_render_matches_ground_truth_geometry(gen: SyntheticGenerator, face_mode
         u, v = np.rint(s.intrinsics.project(centre)).astype(int)
         assert parts[v, u] == part
         assert s.image[v, u].astype(int).sum() < 150  # pupil
+    # An open mouth shows the dark cavity proxy, not the background.
+    bg = np.full((SIZE, SIZE, 3), 255, np.uint8)
+    o = gen.sample(yaw_deg=0.0, pitch_deg=0.0, expression={"jawOpen": 1.0}, background=bg, clean=True, seed=5)
+    lips = face_model.mean_mm[face_model.landmarks68[[62, 66]]] + face_model.expression_basis_mm[
+        face_model.expression_index("jawOpen"), face_model.landmarks68[[62, 66]]]
+    mouth = (o.pose.rotation @ lips.mean(0) + o.pose.translation_mm)
+    u, v = np.rint(o.intrinsics.project(mouth)).astype(int)
+    assert o.image[v, u].astype(int).sum() < 250  # the white background would give 765
 
 
 def test_mediapipe_tracks_renders_and_agrees_with_the_table(gen: SyntheticGenerator, tracker: object,
