@@ -346,14 +346,16 @@ class VideoSource(FrameSource):
             self._container.close()
             raise BadInputError(f"no video stream in {self.path}")
         stream = self._container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = self.decoder_threads
         self._stream = stream
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else None
         self.width, self.height = int(stream.width), int(stream.height)
         if self.url and not self.latest_only and self._container.duration is None:
             self.latest_only = self.live = True  # no duration: a live stream (e.g. HLS live) over HTTP
+        # Frame threading decodes several frames at once (throughput for files) but delays each frame by
+        # the thread count; live streams use slice threading, which adds no delay.
+        stream.thread_type = "SLICE" if self.live else "AUTO"
+        stream.codec_context.thread_count = self.decoder_threads
         self.stats.expected = int(stream.frames) if stream.frames and not self.live else None
         if self.width <= 0 or self.height <= 0:
             self._container.close()
