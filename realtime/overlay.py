@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,26 +81,46 @@ def orbit_distance_mm(vertices_mm: np.ndarray, fov_deg: float,
     return center, margin * radius / math.tan(math.radians(fov_deg) / 2.0) + 0.5 * radius
 
 
-def draw_orbit_view(renderer: OffscreenRenderer, vertices_mm: np.ndarray, triangles: np.ndarray,
-                    rect: tuple[int, int, int, int], style: ViewStyle, *, yaw_deg: float | None = None,
-                    pitch_deg: float | None = None, zoom: float = 1.0,
-                    texture_image: np.ndarray | None = None, texture_intrinsics: Intrinsics | None = None,
-                    scalars: np.ndarray | None = None,
-                    reuse_mesh: bool = False, out: np.ndarray) -> np.ndarray:
-    """Draw the mesh seen by an orbit camera into ``rect`` of ``out`` (the rest of ``out`` untouched)."""
+def orbit_view_params(vertices_mm: np.ndarray, rect: tuple[int, int, int, int], style: ViewStyle, *,
+                      yaw_deg: float | None = None, pitch_deg: float | None = None, zoom: float = 1.0,
+                      texture_image: np.ndarray | None = None, texture_intrinsics: Intrinsics | None = None,
+                      scalars: np.ndarray | None = None,
+                      scalar_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Renderer arguments (everything but vertices and triangles) of the 3D view into ``rect``."""
     w, h = rect[2], rect[3]
     fov = style.orbit_fov_deg
     intr = Intrinsics.from_fov(w, h, fov) if w >= h else _fov_vertical(w, h, fov)
-    center, distance = orbit_distance_mm(vertices_mm, min(style.orbit_fov_deg, intr.horizontal_fov_deg))
+    center, distance = orbit_distance_mm(vertices_mm, min(fov, intr.horizontal_fov_deg))
     view = orbit_view_matrix(center, style.orbit_yaw_deg if yaw_deg is None else yaw_deg,
                              style.orbit_pitch_deg if pitch_deg is None else pitch_deg, distance / zoom)
     mode = style.mode
     if (mode == "textured" and texture_image is None) or (mode == "heatmap" and scalars is None):
         mode = "lit"
-    return renderer.render(vertices_mm, triangles, intr, mode, view=view, viewport=rect,
-                           clear_color=PANEL_COLOR, wireframe_overlay=style.wireframe,
-                           texture_image=texture_image, texture_intrinsics=texture_intrinsics,
-                           scalars=scalars, specular=style.specular, reuse_mesh=reuse_mesh, out=out)
+    return {"intrinsics": intr, "mode": mode, "view": view, "viewport": rect, "clear_color": PANEL_COLOR,
+            "wireframe_overlay": style.wireframe, "texture_image": texture_image,
+            "texture_intrinsics": texture_intrinsics, "scalars": scalars, "scalar_range": scalar_range,
+            "specular": style.specular}
+
+
+def draw_orbit_view(renderer: OffscreenRenderer, vertices_mm: np.ndarray, triangles: np.ndarray,
+                    rect: tuple[int, int, int, int], style: ViewStyle, *, reuse_mesh: bool = False,
+                    out: np.ndarray, **params: Any) -> np.ndarray:
+    """Draw the mesh seen by an orbit camera into ``rect`` of ``out`` (the rest of ``out`` untouched);
+    ``params`` as :func:`orbit_view_params`."""
+    return renderer.render(vertices_mm, triangles, **orbit_view_params(vertices_mm, rect, style, **params),
+                           reuse_mesh=reuse_mesh, out=out)
+
+
+def asymmetry_mm(model: MorphableModel, fit: FaceFit) -> np.ndarray:
+    """Per-vertex left/right asymmetry (mm) of a fitted face with the head pose removed: the distance from
+    each model-space vertex to the mirror image of its symmetric counterpart."""
+    model_space = (fit.vertices_mm - fit.pose.translation_mm) @ fit.pose.rotation
+    mirrored = model_space[model.symmetry] * np.array([-1.0, 1.0, 1.0], dtype=np.float32)
+    return np.linalg.norm(model_space - mirrored, axis=1).astype(np.float32)
+
+
+ASYMMETRY_RANGE_MM = (0.0, 4.0)
+"""Colour scale of the asymmetry heatmap."""
 
 
 def _fov_vertical(w: int, h: int, fov_deg: float) -> Intrinsics:
@@ -122,7 +143,7 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
     if vertices_mm is None:
         np.copyto(out, image)
         if dots is not None and dots.size:
-            _draw_dots(out, dots)
+            draw_dots(out, dots)
         return out
     mode = style.mode if style.mode != "heatmap" else "lit"
     renderer.render(vertices_mm, display.overlay_triangles, intrinsics, mode, background=image,
@@ -140,7 +161,7 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
     return out
 
 
-def _draw_dots(image: np.ndarray, points_px: np.ndarray) -> None:
+def draw_dots(image: np.ndarray, points_px: np.ndarray) -> None:
     from realtime.annotate import draw_points
 
     draw_points(image, points_px, np.array([77, 255, 140], np.uint8), radius=1)

@@ -358,13 +358,17 @@ class OffscreenRenderer:
         return out
 
     def draw(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics,
-             mode: str = "lit", **options: object) -> None:
-        """Like :meth:`render` (same keywords except ``out``) but leaves the whole picture in
-        :attr:`color_texture` instead of reading it back (the live window shows it directly)."""
+             mode: str = "lit", *, crop: bool = False, **options: Any) -> Rect | None:
+        """Like :meth:`render` (same keywords except ``out``) but leaves the picture in
+        :attr:`color_texture` instead of reading it back (the live window shows it directly).
+
+        With ``crop`` only the mesh's bounding box is drawn (and returned; None when the mesh is out of
+        view): the rest of the texture is stale, for a caller that shows the background itself.
+        """
         viewport = cast("Rect | None", options.pop("viewport", None))
         with self._current():
-            self._draw(vertices_mm, triangles, intrinsics, mode, self._viewport(viewport), crop=False,
-                       **options)  # type: ignore[arg-type]
+            return self._draw(vertices_mm, triangles, intrinsics, mode, self._viewport(viewport), crop=crop,
+                              **options)
 
     def read(self, out: np.ndarray | None = None) -> np.ndarray:
         """The picture of the last :meth:`draw` as (H, W, 3) uint8 RGB (image row 0 first)."""
@@ -608,13 +612,13 @@ class OffscreenRenderer:
         if vao is None:
             b = self._buffers
             x = "x" if expanded else ""
-            content = [(b[x + "pos"], "3f", "in_pos"), (b[x + "normal"], "3f", "in_normal"),
-                       (b[x + "color"], "3f", "in_color"), (b[x + "scalar"], "f", "in_scalar")]
+            # Only the attributes this program variant uses (binding an optimised-away one is a GL error).
+            content = [(b[x + name], fmt, f"in_{name}") for name, fmt in (
+                ("pos", "3f"), ("normal", "3f"), ("color", "3f"), ("scalar", "f")) if f"in_{name}" in prog]
             if expanded:
-                vao = self.ctx.vertex_array(prog, content, skip_errors=True)
+                vao = self.ctx.vertex_array(prog, content)
             else:
-                vao = self.ctx.vertex_array(prog, content, index_buffer=topo.index_buf,
-                                            index_element_size=4, skip_errors=True)
+                vao = self.ctx.vertex_array(prog, content, index_buffer=topo.index_buf, index_element_size=4)
             self._vaos[key] = vao
         vao.render(moderngl.TRIANGLES, vertices=topo.flat.size)
 
