@@ -364,8 +364,12 @@ class _WhenWritten:
         if self.before is not None:
             return
         folder = self.recorder.folder
-        if len(list_chunks(folder)) < 2 or check_video(folder / "video.mp4").frames < 5:
+        if len(list_chunks(folder)) < 2:
             return
+        # The encoder process may still be starting on a loaded machine: hold the pipeline until it wrote.
+        deadline = time.monotonic() + 60.0
+        while check_video(folder / "video.mp4").frames < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.before = (load_session(folder).num_frames, check_video(folder / "video.mp4").frames)
         self.action()
 

@@ -81,6 +81,29 @@ def _intrinsics(stages: list[Any], width: int, height: int) -> Any:
     return Intrinsics.from_fov(width, height)
 
 
+def _window_class(display: bool) -> Any:
+    """The live window, or None (headless, with a log line) where there is no display or no window."""
+    if not display:
+        log.info("no display: recording headless")
+        return None
+    try:
+        from realtime.window import LiveWindow
+    except ImportError as exc:
+        log.info("no live window (%s): recording headless", exc)
+        return None
+    return LiveWindow
+
+
+def _run_window(window_class: Any, pipeline: Any, controller: Any) -> None:
+    """The window on the main thread; it shows the controller's HUD lines when it supports overlays."""
+    pipeline.start()
+    window = window_class(pipeline)
+    add_overlay = getattr(window, "add_text_overlay", None)
+    if add_overlay is not None:
+        add_overlay(controller.hud_lines)
+    window.run()
+
+
 def main(args: argparse.Namespace) -> int:
     from realtime.cli.run import build_source, build_stages, has_display, table_columns
     from realtime.pipeline import Pipeline
@@ -99,9 +122,8 @@ def main(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {out}: {exc.strerror or exc}") from None
-    headless = args.headless or not has_display()
-    if not args.headless and headless:
-        log.info("no display: recording headless")
+    window_class = None if args.headless else _window_class(has_display())
+    headless = window_class is None
 
     with contextlib.ExitStack() as stack:
         source = build_source(args)
@@ -112,11 +134,13 @@ def main(args: argparse.Namespace) -> int:
             stack.callback(stage.close)
         intrinsics = _intrinsics(stages, source.width, source.height)
         camera = f"camera {args.camera}" if args.camera is not None else str(args.video)
+        live = bool(source.live or source.latest_only)  # a camera, a stream or a --realtime file
         columns = table_columns(args, stages)
 
         def make_config() -> RecorderConfig:
             return RecorderConfig(out, subject_id=subject, protocol=protocol, audio=not args.no_audio,
-                                  intrinsics=intrinsics, source=camera, columns=columns)
+                                  intrinsics=intrinsics, source=camera, columns=columns,
+                                  video_backpressure=not live)
 
         controller = RecordingController(make_config, start=True)
         stack.pop_all()
@@ -137,10 +161,8 @@ def main(args: argparse.Namespace) -> int:
             finally:
                 pipeline.stop()
         else:
-            from realtime.cli.run import run_window
-
             try:
-                run_window(pipeline, args)
+                _run_window(window_class, pipeline, controller)
             finally:
                 pipeline.stop()
     # pipeline.close() closed the controller: every recording is finalised.

@@ -86,6 +86,9 @@ class RecorderConfig:
     """Where the frames come from (``camera:0``, a file name): for the manifest."""
     video_codec: str | None = None
     video_queue_frames: int = 15
+    video_backpressure: bool = False
+    """Wait for the encoder instead of dropping frames (files processed as fast as possible: nothing is
+    live, so the encoder may set the pace). Keep False for cameras and ``--realtime``."""
     video_threads: int = 1
     chunk_interval_s: float = 0.5
     manifest_interval_s: float = 2.0
@@ -195,7 +198,7 @@ class SessionRecorder:
                       "capture_origin_s": self._clock_origin},
             "video": {"file": VIDEO, "container": "mp4 (fragmented)", "codec": None, "frames_written": 0,
                       "frames_dropped": 0},
-            "audio": {"recorded": False},
+            "audio": {"recorded": False, "reason": None if cfg.audio else "disabled"},
             "frames": {"file": FRAMES, "chunks": storage.CHUNK_DIR, "count": 0, "finalized": False},
             "quality_thresholds": cfg.thresholds.to_dict(),
             "host": {"cpu_count": os.cpu_count()},
@@ -224,7 +227,7 @@ class SessionRecorder:
             if prompt.done:
                 self._finished = True
                 return
-        written = self._video.put(frame.image, t)
+        written = self._video.put(frame.image, t, block=self.config.video_backpressure)
         record = FrameRecord(result, t, frame.capture_time_s - self._clock_origin, prompt, written)
         try:
             self._rows.put_nowait(record)

@@ -53,24 +53,7 @@ def _base_table(results: Sequence[FrameResult], columns: Sequence[export.Column]
                                 batch_rows=max(1, len(results)))
     for r in results:
         builder.append(r)
-    return _nan_for_null_vectors(pa.Table.from_batches([builder.take()]))
-
-
-def _nan_for_null_vectors(table: pa.Table) -> pa.Table:
-    """Fixed-size list columns with null rows cannot be written to Parquet (pyarrow: "Lists with non-zero
-    length null components are not supported"): store NaN vectors for the absent rows instead."""
-    for i, field in enumerate(table.schema):
-        if not pa.types.is_fixed_size_list(field.type):
-            continue
-        col = table.column(i).combine_chunks()
-        if col.null_count == 0:
-            continue
-        size = field.type.list_size
-        values = col.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=True).reshape(-1, size)
-        values[~np.asarray(col.is_valid())] = np.nan
-        fixed = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), size)
-        table = table.set_column(i, field, fixed)
-    return table
+    return pa.Table.from_batches([builder.take()])
 
 
 def session_columns(records: Sequence[FrameRecord], thresholds: QualityThresholds) -> dict[str, pa.Array]:

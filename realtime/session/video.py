@@ -102,16 +102,20 @@ class FragmentedVideoWriter:
         self._feeder = threading.Thread(target=self._feed_loop, name="session-video", daemon=True)
         self._feeder.start()
 
-    def put(self, image: np.ndarray, t_s: float) -> bool:
-        """Queue one frame (H x W x 3 uint8 RGB, not modified afterwards) at session time ``t_s``."""
-        if self._failed:
-            return False
-        try:
-            self._queue.put_nowait((image, t_s))
-            return True
-        except queue.Full:
-            self._dropped += 1
-            return False
+    def put(self, image: np.ndarray, t_s: float, block: bool = False) -> bool:
+        """Queue one frame (H x W x 3 uint8 RGB, not modified afterwards) at session time ``t_s``.
+
+        ``block``: wait for room instead of dropping the frame (for files processed as fast as possible,
+        where nothing is live and the encoder may set the pace)."""
+        while not self._failed:
+            try:
+                self._queue.put((image, t_s), timeout=0.2) if block else self._queue.put_nowait((image, t_s))
+                return True
+            except queue.Full:
+                if not block:
+                    self._dropped += 1
+                    return False
+        return False
 
     @property
     def frames_dropped(self) -> int:
