@@ -113,10 +113,10 @@ def test_row_builder_takes_extra_columns() -> None:
     phase = {"value": "rest"}
     extra = [
         scalar_column("phase", pa.string(), lambda r: phase["value"], "protocol phase"),
-        vector_column("translation_mm", 3, lambda r: None if not r.events else [1, 2, 3], "t"),
+        vector_column("marker_mm", 3, lambda r: None if not r.events else [1, 2, 3], "t"),
     ]
-    cols = frame_columns(["landmarks", "fit"], extra=extra)
-    assert [c.name for c in cols][-4:] == ["t_landmarks_ms", "t_fit_ms", "phase", "translation_mm"]
+    cols = frame_columns(["landmarks", "smooth"], extra=extra)
+    assert [c.name for c in cols][-4:] == ["t_landmarks_ms", "t_smooth_ms", "phase", "marker_mm"]
     b = RowBuilder(cols, batch_rows=4)
     from realtime.results import Frame
 
@@ -129,8 +129,8 @@ def test_row_builder_takes_extra_columns() -> None:
     batch = b.take()
     assert batch.num_rows == 3 and len(b) == 0
     assert batch.column("phase").to_pylist() == ["p0", "p1", "p2"]
-    assert batch.column("translation_mm").to_pylist() == [None, [1.0, 2.0, 3.0], None]
-    assert batch.column("t_fit_ms").to_pylist() == [None, None, None]
+    assert batch.column("marker_mm").to_pylist() == [None, [1.0, 2.0, 3.0], None]
+    assert batch.column("t_smooth_ms").to_pylist() == [None, None, None]
     assert batch.column("face_found").to_pylist() == [False] * 3
     with pytest.raises(ValueError, match="duplicate"):
         frame_columns(["landmarks"], extra=[scalar_column("presence", pa.float32(), lambda r: 0, "dup")])
