@@ -357,10 +357,18 @@ class LiveWindow:
             engine = face.engine.engine if face.engine is not None else (
                 "landmark fit" if face.fit is not None else "landmarks only")
         stages = " > ".join(getattr(s, "name", "?") for s in getattr(self.pipeline, "stages", ()))
+        # Sinks with a ``hud_lines()`` (the session recorder's controller: REC, exercise prompt and
+        # countdown, a recording error) add their lines; they know the real recording state.
+        sink_lines: list[str] = []
+        for sink in getattr(self.pipeline, "sinks", ()):
+            hud = getattr(sink, "hud_lines", None)
+            if callable(hud):
+                sink_lines += hud()
         state = []
         if self.paused:
             state.append("PAUSED")
-        if self.recording_requested:
+        if self.recording_requested and not any(callable(getattr(s, "hud_lines", None))
+                                                for s in getattr(self.pipeline, "sinks", ())):
             state.append("REC")
         if getattr(self.pipeline, "finished", False):
             state.append("source ended")
@@ -371,6 +379,7 @@ class LiveWindow:
             f"tracking: {tracking}",
             f"engine: {engine}   stages: {stages}   view: {mode}   {'  '.join(state)}",
         ]
+        lines += sink_lines
         lines += [text for t, text in self.messages if now - t < 3.0]
         lines.append(HUD_KEYS)
         return "\n".join(lines)
