@@ -9,11 +9,14 @@ session recorder) to check the measurements end to end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from realtime.camera import Intrinsics
 from realtime.clinical.metrics import SessionSeries
 from realtime.facemodel import MorphableModel
 
@@ -118,3 +121,104 @@ def patient_series(model: MorphableModel, timeline: Sequence[TimelineSegment], s
     return SessionSeries(timestamp_s=t, expression=expr, valid=np.ones(n, dtype=bool), identity=identity,
                          exercise=exercise.astype(str), repetition=repetition, phase=phase.astype(str),
                          label=label)
+
+
+# --------------------------------------------------------------------------------------- end to end
+def compact_protocol_toml(protocol: object, repetitions: int, prepare_s: float, hold_s: float,
+                          rest_s: float, rest_hold_s: float = 3.0) -> str:
+    """The same exercises (ids, prompts) with shorter timings, as protocol TOML (for fast end-to-end runs)."""
+    lines = ["schema_version = 1", f'name = "{getattr(protocol, "name", "protocol")}-compact"',
+             'title = "Compact protocol (synthetic patient)"', ""]
+    for ex in getattr(protocol, "exercises", ()):
+        is_rest = ex.id == "rest"
+        lines += ["[[exercise]]", f'id = "{ex.id}"', f"title = {_toml_str(ex.title)}",
+                  f"prompt = {_toml_str(ex.prompt)}",
+                  f"repetitions = {1 if is_rest else repetitions}", f"prepare_s = {prepare_s}",
+                  f"hold_s = {rest_hold_s if is_rest else hold_s}",
+                  f"rest_s = {0.0 if is_rest else rest_s}", ""]
+    return "\n".join(lines)
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    width: int = 512
+    height: int = 512
+    fps: float = 15.0
+    head_motion_deg: float = 8.0
+    """Amplitude of a slow yaw/pitch head motion during the session (the metrics must ignore it)."""
+    distance_mm: float = 520.0
+    seed: int = 7
+
+
+def render_patient_video(model: MorphableModel, series: SessionSeries, path: str | Path,
+                         settings: RenderSettings = RenderSettings(),
+                         progress: Callable[[int, int], None] | None = None) -> Intrinsics:
+    """Render the patient's frames with the synthetic generator (face + eyeball proxies) into a video.
+
+    ``series`` must be sampled at ``settings.fps``. Returns the camera intrinsics used (a "calibrated"
+    camera for the fitter). H.264 when PyAV has it, else MPEG-4 part 2.
+    """
+    import av
+
+    from realtime.synthetic import SyntheticGenerator
+
+    t = np.asarray(series.timestamp_s)
+    ident = series.session_identity()
+    identity = np.zeros(model.n_identity) if ident is None else ident
+    s = settings
+    out_path = Path(path)
+    with SyntheticGenerator(model, s.width, s.height, seed=s.seed) as gen, av.open(str(out_path), "w") as box:
+        try:
+            stream = box.add_stream("libx264", rate=round(s.fps))
+            stream.options = {"crf": "16", "preset": "veryfast"}
+        except (av.FFmpegError, ValueError):
+            stream = box.add_stream("mpeg4", rate=round(s.fps))
+            stream.bit_rate = 8_000_000
+        stream.width, stream.height, stream.pix_fmt = s.width, s.height, "yuv420p"
+        first = gen.sample(identity=identity, expression=np.zeros(model.n_expressions), seed=s.seed,
+                           clean=True, yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, distance_mm=s.distance_mm)
+        intr, sh, albedo = first.intrinsics, first.sh_coeffs, first.albedo
+        for i in range(series.n_frames):
+            yaw = s.head_motion_deg * np.sin(2 * np.pi * t[i] / 9.0)
+            pitch = 0.5 * s.head_motion_deg * np.sin(2 * np.pi * t[i] / 13.0)
+            sample = gen.sample(identity=identity, expression=series.expression[i], seed=s.seed, clean=True,
+                                yaw_deg=yaw, pitch_deg=pitch, roll_deg=0.0, distance_mm=s.distance_mm,
+                                intrinsics=intr, sh_coeffs=sh, albedo=albedo)
+            frame = av.VideoFrame.from_ndarray(sample.image, format="rgb24")
+            for packet in stream.encode(frame):
+                box.mux(packet)
+            if progress is not None:
+                progress(i + 1, series.n_frames)
+        for packet in stream.encode():
+            box.mux(packet)
+    return intr
+
+
+def record_session_from_video(model: MorphableModel, video: str | Path, protocol: object, out_dir: str | Path,
+                              intrinsics: Intrinsics | None, subject_id: str = "synthetic",
+                              folder_name: str | None = None, extra_sinks: Sequence[Any] = ()) -> Path:
+    """Run the real pipeline (MediaPipe → fitter → smoothing → session recorder) over a video file."""
+    from realtime.capture import VideoSource
+    from realtime.fitting import FitStage, IntrinsicsResolver
+    from realtime.landmarks import LandmarkStage
+    from realtime.pipeline import Pipeline
+    from realtime.session.recorder import RecorderConfig, SessionRecorder
+    from realtime.smoothing import SmoothingStage
+
+    resolver = IntrinsicsResolver(intrinsics=intrinsics)
+    config = RecorderConfig(out_dir=Path(out_dir), subject_id=subject_id, protocol=protocol,  # type: ignore[arg-type]
+                            audio=False, intrinsics=intrinsics, source=str(video), folder_name=folder_name)
+    recorder = SessionRecorder(config)
+    try:
+        stages: list[Any] = [LandmarkStage(), FitStage(model, intrinsics=resolver),
+                             SmoothingStage(model, resolver)]
+        sinks: list[Any] = [recorder, *extra_sinks]
+        with Pipeline(VideoSource(video), stages, sinks) as pipe:
+            pipe.run()
+    finally:
+        recorder.close()
+    return recorder.folder
