@@ -60,27 +60,27 @@ def test_headless_run_writes_annotated_video_and_table(videos_dir: Path, tmp_pat
         "--video",
         str(videos_dir / "talking_720p.mp4"),
         "--max-frames",
-        "45",
+        "30",
         "--output",
         str(out),
         "--export",
         str(tmp_path / "table"),
     )
     assert proc.returncode == 0, proc.stderr
-    assert "processed 45 frames (45 with a face)" in proc.stdout
+    assert "processed 30 frames (30 with a face)" in proc.stdout
     assert all(OUR_LOG_LINE.match(line) for line in proc.stderr.splitlines() if line.strip()), proc.stderr
     with av.open(str(out)) as c:
         stream = c.streams.video[0]
         assert (stream.width, stream.height) == (1280, 720)
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
-    assert len(decoded) == 45
+    assert len(decoded) == 30
     # The annotations are drawn: the output differs from the source frame where the landmarks are.
     with av.open(str(videos_dir / "talking_720p.mp4")) as c:
         first = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
     diff = abs(decoded[0].astype(int) - first.astype(int)).max(axis=2)
     assert (diff > 60).mean() > 0.001
     table = pq.read_table(tmp_path / "table" / "frames.parquet")
-    assert table.num_rows == 45 and table["frame_index"].to_pylist() == list(range(45))
+    assert table.num_rows == 30 and table["frame_index"].to_pylist() == list(range(30))
 
 
 def test_image_input(images_dir: Path, tmp_path: Path) -> None:
@@ -93,8 +93,8 @@ def test_image_input(images_dir: Path, tmp_path: Path) -> None:
 def test_truncated_video_keeps_what_was_decoded(videos_dir: Path, tmp_path: Path) -> None:
     data = (videos_dir / "talking_720p.mp4").read_bytes()
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])
-    proc = cli("--headless", "--video", str(cut), "--export", str(tmp_path / "t"), timeout=60)
+    cut.write_bytes(data[: len(data) * 3 // 10])  # index first: ~80 of 282 frames survive
+    proc = cli("--headless", "--video", str(cut), "--export", str(tmp_path / "t"), timeout=120)
     line = assert_one_line_error(proc, 2, r"truncated or corrupt video: decoded \d+ of 282 frames")
     n = int(re.search(r"decoded (\d+) of", line).group(1))  # type: ignore[union-attr]
     assert f"processed {n} frames" in proc.stdout
