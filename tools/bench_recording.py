@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -53,9 +54,12 @@ def one_run(video: str, record_dir: Path | None) -> dict[str, Any]:
                                                   source=video))
         sinks.append(recorder)
     t0 = time.perf_counter()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with Pipeline(source, stages, sinks) as pipeline:
         stats = pipeline.run()
     wall = time.perf_counter() - t0  # includes closing (the recorder's finalisation)
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the encoder process, once it has exited
+    child_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
     frame = stats.stages["frame"]
     out: dict[str, Any] = {
         "frames": stats.frames, "handoff_dropped": stats.dropped, "frame_mean_ms": frame.mean_ms,
@@ -69,6 +73,7 @@ def one_run(video: str, record_dir: Path | None) -> dict[str, Any]:
         session = load_session(recorder.folder)
         v = session.manifest["video"]
         out.update(state=st.state, table_rows=session.num_frames, video_written=v["frames_written"],
+                   encoder_cpu_ms_per_frame=1000.0 * child_cpu / max(1, v["frames_written"]),
                    video_dropped=v["frames_dropped"], video_codec=v["codec"],
                    video_bytes=(recorder.folder / "video.mp4").stat().st_size)
     return out
@@ -86,18 +91,28 @@ def main() -> int:
     video = args.video or str(shared_dir() / "data" / "videos" / "talking_720p.mp4")
     base: list[dict[str, Any]] = []
     rec: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
         for i in range(args.repeats):
             base.append(one_run(video, None))
             rec.append(one_run(video, Path(tmp) / f"run{i}"))
+    load_after = os.getloadavg()[0]
     b = statistics.mean(r["frame_mean_ms"] for r in base)
     r = statistics.mean(x["frame_mean_ms"] for x in rec)
+    bm = statistics.mean(r["frame_median_ms"] for r in base)
+    rm = statistics.mean(x["frame_median_ms"] for x in rec)
     result = {
         "video": video,
         "repeats": args.repeats,
         "baseline_frame_mean_ms": b,
         "recording_frame_mean_ms": r,
         "overhead_pct": 100.0 * (r - b) / b,
+        "baseline_frame_median_ms": bm,
+        "recording_frame_median_ms": rm,
+        "overhead_median_pct": 100.0 * (rm - bm) / bm,
+        "encoder_cpu_ms_per_frame": statistics.mean(x["encoder_cpu_ms_per_frame"] for x in rec),
+        "load_average_1min": [load_before, load_after],
+        "cpu_count": os.cpu_count(),
         "target_overhead_pct": 15.0,
         "video_frames_dropped_by_writer": sum(x["video_dropped"] for x in rec),
         "frames_processed_recording": sum(x["frames"] for x in rec),
@@ -119,8 +134,14 @@ def main() -> int:
                   f"{x['frame_median_ms']:>9.2f}{x['frame_p95_ms']:>9.2f}"
                   f"{x.get('video_written', '-'):>15}{x.get('video_dropped', '-'):>13}"
                   f"{x.get('table_rows', '-'):>12}")
-    print(f"per-frame processing: baseline {b:.2f} ms, recording {r:.2f} ms -> overhead "
+    print(f"per-frame processing (mean): baseline {b:.2f} ms, recording {r:.2f} ms -> overhead "
           f"{result['overhead_pct']:+.1f} % (target <= 15 %)")
+    print(f"per-frame processing (median): baseline {bm:.2f} ms, recording {rm:.2f} ms -> overhead "
+          f"{result['overhead_median_pct']:+.1f} %")
+    print(f"encoder process CPU: {result['encoder_cpu_ms_per_frame']:.1f} ms per frame "
+          "(runs beside the pipeline)")
+    print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before, "
+          f"{load_after:.1f} after (other processes' load makes these figures noisy)")
     print(f"frames dropped by the video writer: {result['video_frames_dropped_by_writer']} (target 0)")
     return 0
 

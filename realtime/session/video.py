@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 FRAGMENT_US = 250_000
 """Fragment length: bounds what a kill can lose (plus the frames still queued for the encoder)."""
+SLOT_BUDGET_BYTES = 160_000_000
+"""Shared memory for frames handed to the encoder process (the backlog a kill of the app cannot lose)."""
 _CODEC_PREFERENCE = ("libx264", "libopenh264", "h264", "mpeg4")
 
 
@@ -181,6 +183,9 @@ class FragmentedVideoWriter:
                 if self._size is None:
                     # yuv420p needs even dimensions; an odd last row/column is cropped.
                     self._size = (image.shape[1] & ~1, image.shape[0] & ~1)
+                    frame_bytes = self._size[0] * self._size[1] * 3
+                    # ~1.6 s at 30 FPS for 720p; fewer slots for big frames (about 160 MB at most)
+                    self._n_slots = max(8, min(self._n_slots, SLOT_BUDGET_BYTES // frame_bytes))
                     self._setup(*self._size)
                 w, h = self._size
                 slot = self._take_slot()
