@@ -10,7 +10,7 @@ import pytest
 from realtime.correspondence import load_correspondence
 from realtime.facemodel import MorphableModel
 from realtime.results import Pose
-from realtime.synthetic import SyntheticGenerator, rotation_from_euler
+from realtime.synthetic import SyntheticGenerator, rotation_from_euler, true_landmarks
 
 SIZE = 384
 
@@ -125,3 +125,6 @@ def test_mediapipe_tracks_renders_and_agrees_with_the_table(gen: SyntheticGenera
         assert np.median(err) < 4.0, f"yaw {yaw}: median {np.median(err):.1f} px"
         iris = s.intrinsics.project(corr.iris_points(s.eye_centres_mm, s.pose.rotation))
         assert np.linalg.norm(iris[[0, 5]] - lm[[468, 473]], axis=1).max() < 4.0
+        truth = s.intrinsics.project(true_landmarks(s, corr))
+        np.testing.assert_allclose(truth[:468], proj[:468], atol=1e-3)
+        assert np.linalg.norm(truth[[468, 473]] - lm[[468, 473]], axis=1).max() < 4.0

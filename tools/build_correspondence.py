@@ -163,7 +163,8 @@ def surface_points(model: MorphableModel, vertices: np.ndarray, tri: np.ndarray,
 def visible(obs: RenderObservation, model: MorphableModel, tri: np.ndarray, bary: np.ndarray) -> np.ndarray:
     """(478,) whether each table point is visible (depth test) in this render."""
     cam = surface_points(model, obs.sample.vertices_mm.astype(np.float64), tri, bary)
-    uv = obs.sample.intrinsics.project(cam)
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows without a point (tri -1) are NaN
+        uv = np.nan_to_num(obs.sample.intrinsics.project(cam), nan=-1.0, posinf=-1.0, neginf=-1.0)
     h, w = obs.depth.shape
     px = np.rint(uv).astype(int)
     inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h) & (tri >= 0)
