@@ -17,12 +17,13 @@ import av
 import numpy as np
 import pytest
 
+from realtime.camera import Intrinsics
 from realtime.capture import ArraySource
 from realtime.landmarks import LandmarkStage
 from realtime.pipeline import Pipeline
 from realtime.results import FrameResult
 from realtime.session import load_session
-from realtime.session.controller import RecordingController
+from realtime.session.controller import RecordingController, free_recording_sink
 from realtime.session.protocol import load_protocol
 from realtime.session.recorder import RecorderConfig, SessionRecorder
 from realtime.session.repair import check_video, fix_wav_header, repair_session
@@ -213,7 +214,9 @@ def test_protocol_end_stops_the_recording(tmp_path: Path, frames: list[np.ndarra
 
 def test_record_event_toggles_recording(tmp_path: Path, frames: list[np.ndarray],
                                         landmark_stage: LandmarkStage) -> None:
-    controller = RecordingController(lambda: RecorderConfig(tmp_path, audio=False))
+    source = ArraySource(frames[:40])
+    stages = [_KeepOpen(landmark_stage)]
+    controller = free_recording_sink(source, stages, out_dir=tmp_path)  # what `run` adds for its r key
 
     class Keys:
         """Posts "record" at frames 5 and 20 like the window's r key (through the pipeline)."""
@@ -231,7 +234,7 @@ def test_record_event_toggles_recording(tmp_path: Path, frames: list[np.ndarray]
             pass
 
     keys = Keys()
-    pipe = Pipeline(ArraySource(frames[:40]), [_KeepOpen(landmark_stage)], [controller, keys])
+    pipe = Pipeline(source, stages, [controller, keys])
     keys.pipe = pipe
     with pipe:
         pipe.run()
@@ -242,6 +245,7 @@ def test_record_event_toggles_recording(tmp_path: Path, frames: list[np.ndarray]
     assert a.frames["frame_index"].to_pylist() == list(range(5, 20))
     assert b.frames["frame_index"].to_pylist() == list(range(30, 40))
     assert a.manifest["protocol"] is None and a.frames["exercise"].null_count == a.num_frames
+    assert a.intrinsics == Intrinsics.from_fov(1280, 720)
 
 
 def test_audio_through_an_injected_stream(tmp_path: Path, frames: list[np.ndarray],

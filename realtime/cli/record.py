@@ -49,6 +49,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-audio", action="store_true", help="do not record the microphone")
     p.add_argument("--headless", action="store_true", help="no window (automatic without a display)")
     p.add_argument("--max-seconds", type=float, metavar="S", help="stop recording after S seconds")
+    try:  # --fov / --calibration / --no-fit ...: the same fitting options as `run`
+        from realtime.cli.reconstruct import add_fit_arguments
+    except ImportError:
+        pass
+    else:
+        add_fit_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -69,16 +75,6 @@ def _sigterm_flag() -> Iterator[threading.Event]:
         yield flag
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _intrinsics(stages: list[Any], width: int, height: int) -> Any:
-    from realtime.camera import Intrinsics
-
-    for stage in stages:
-        resolver = getattr(stage, "intrinsics", None)
-        if resolver is not None and hasattr(resolver, "for_size"):
-            return resolver.for_size(width, height)
-    return Intrinsics.from_fov(width, height)
 
 
 def _window_class(display: bool) -> Any:
@@ -107,7 +103,7 @@ def _run_window(window_class: Any, pipeline: Any, controller: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     from realtime.cli.run import build_source, build_stages, has_display, table_columns
     from realtime.pipeline import Pipeline
-    from realtime.session.controller import RecordingController
+    from realtime.session.controller import RecordingController, intrinsics_from_stages
     from realtime.session.protocol import load_protocol
     from realtime.session.recorder import STATE_FAILED, RecorderConfig, check_subject_id
 
@@ -132,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
         stages = build_stages(args, source)
         for stage in stages:
             stack.callback(stage.close)
-        intrinsics = _intrinsics(stages, source.width, source.height)
+        intrinsics = intrinsics_from_stages(stages, source.width, source.height)
         camera = f"camera {args.camera}" if args.camera is not None else str(args.video)
         live = bool(source.live or source.latest_only)  # a camera, a stream or a --realtime file
         columns = table_columns(args, stages)

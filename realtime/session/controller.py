@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+from realtime.camera import Intrinsics
 from realtime.errors import UserError
 from realtime.results import FrameResult
 from realtime.session.protocol import PromptState
@@ -142,3 +145,27 @@ class RecordingController:
         if self._message:
             lines.append(self._message)
         return lines
+
+
+DEFAULT_SESSIONS_DIR = "sessions"
+
+
+def free_recording_sink(source: Any, stages: Sequence[Any], columns: Sequence[Any] | None = None,
+                        out_dir: str | Path = DEFAULT_SESSIONS_DIR) -> RecordingController:
+    """The ``r`` key of ``realtime-face run``: free recordings (no protocol) into ``out_dir``."""
+    def make_config() -> RecorderConfig:
+        return RecorderConfig(Path(out_dir), intrinsics=intrinsics_from_stages(stages, source.width,
+                                                                                source.height),
+                              source=str(getattr(source, "description", "")), columns=columns,
+                              video_backpressure=not (source.live or source.latest_only))
+
+    return RecordingController(make_config)
+
+
+def intrinsics_from_stages(stages: Sequence[Any], width: int, height: int) -> Intrinsics:
+    """The fit stage's camera model for this frame size (``--fov``/``--calibration``), else the default."""
+    for stage in stages:
+        resolver = getattr(stage, "intrinsics", None)
+        if resolver is not None and hasattr(resolver, "for_size"):
+            return resolver.for_size(width, height)  # type: ignore[no-any-return]
+    return Intrinsics.from_fov(width, height)
