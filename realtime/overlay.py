@@ -20,7 +20,7 @@ import numpy as np
 from realtime.camera import Intrinsics
 from realtime.errors import OutputError
 from realtime.facemodel import MorphableModel
-from realtime.render import RENDER_MODES, OffscreenRenderer, orbit_view_matrix
+from realtime.render import RENDER_MODES, OffscreenRenderer, orbit_view_matrix, quad_diagonals
 from realtime.results import FaceFit, FrameResult
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ class MeshDisplay:
 
     overlay_triangles: np.ndarray
     view_triangles: np.ndarray
+    overlay_hidden_edges: np.ndarray | None = None
+    """Quad diagonals, left out of the wireframe (a quad model's wireframe shows its quads)."""
+    view_hidden_edges: np.ndarray | None = None
 
     @classmethod
     def from_model(cls, model: MorphableModel) -> MeshDisplay:
@@ -68,8 +71,11 @@ class MeshDisplay:
         narrow = model.narrow_face_area_vertices or model.face_area_vertices
         overlay = tris[(tris < narrow).all(axis=1)]
         view = tris[(tris < model.face_area_vertices).all(axis=1)]
-        return cls(np.ascontiguousarray(overlay if len(overlay) else tris, dtype=np.int32),
-                   np.ascontiguousarray(view if len(view) else tris, dtype=np.int32))
+        overlay = np.ascontiguousarray(overlay if len(overlay) else tris, dtype=np.int32)
+        view = np.ascontiguousarray(view if len(view) else tris, dtype=np.int32)
+        if model.quads is None:
+            return cls(overlay, view)
+        return cls(overlay, view, quad_diagonals(overlay, model.quads), quad_diagonals(view, model.quads))
 
 
 def orbit_distance_mm(vertices_mm: np.ndarray, fov_deg: float,
@@ -84,8 +90,8 @@ def orbit_distance_mm(vertices_mm: np.ndarray, fov_deg: float,
 def orbit_view_params(vertices_mm: np.ndarray, rect: tuple[int, int, int, int], style: ViewStyle, *,
                       yaw_deg: float | None = None, pitch_deg: float | None = None, zoom: float = 1.0,
                       texture_image: np.ndarray | None = None, texture_intrinsics: Intrinsics | None = None,
-                      scalars: np.ndarray | None = None,
-                      scalar_range: tuple[float, float] | None = None) -> dict[str, Any]:
+                      scalars: np.ndarray | None = None, scalar_range: tuple[float, float] | None = None,
+                      hidden_edges: np.ndarray | None = None) -> dict[str, Any]:
     """Renderer arguments (everything but vertices and triangles) of the 3D view into ``rect``."""
     w, h = rect[2], rect[3]
     fov = style.orbit_fov_deg
@@ -99,7 +105,7 @@ def orbit_view_params(vertices_mm: np.ndarray, rect: tuple[int, int, int, int], 
     return {"intrinsics": intr, "mode": mode, "view": view, "viewport": rect, "clear_color": PANEL_COLOR,
             "wireframe_overlay": style.wireframe, "texture_image": texture_image,
             "texture_intrinsics": texture_intrinsics, "scalars": scalars, "scalar_range": scalar_range,
-            "specular": style.specular}
+            "specular": style.specular, "hidden_edges": hidden_edges}
 
 
 def draw_orbit_view(renderer: OffscreenRenderer, vertices_mm: np.ndarray, triangles: np.ndarray,
@@ -148,7 +154,8 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
     mode = style.mode if style.mode != "heatmap" else "lit"
     renderer.render(vertices_mm, display.overlay_triangles, intrinsics, mode, background=image,
                     texture_image=image if mode == "textured" else None, opacity=style.overlay_opacity,
-                    wireframe_overlay=style.wireframe, specular=style.specular, points_px=dots,
+                    wireframe_overlay=style.wireframe, specular=style.specular,
+                    hidden_edges=display.overlay_hidden_edges, points_px=dots,
                     point_size=3.0, point_color=(0.3, 1.0, 0.55, 1.0), out=out)
     side = max(32, round(style.inset_fraction * h))
     side = min(side, w, h)
@@ -157,7 +164,7 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
     # (The textured 3D view needs the untouched frame; when drawing in place it falls back to "lit".)
     draw_orbit_view(renderer, vertices_mm, display.view_triangles, rect, style,
                     texture_image=image if out is not image else None, texture_intrinsics=intrinsics,
-                    reuse_mesh=True, out=out)
+                    hidden_edges=display.view_hidden_edges, reuse_mesh=True, out=out)
     return out
 
 
@@ -216,9 +223,9 @@ def render_reconstruction(image: np.ndarray, fit: FaceFit, model: MorphableModel
         canvas[:, :w] = image
         r.render(fit.vertices_mm, display.overlay_triangles, intrinsics, "lit", viewport=(0, 0, w, h),
                  background=canvas, opacity=style.overlay_opacity, wireframe_overlay=style.wireframe,
-                 specular=style.specular, out=canvas)
+                 specular=style.specular, hidden_edges=display.overlay_hidden_edges, out=canvas)
         draw_orbit_view(r, fit.vertices_mm, display.view_triangles, (w, 0, h, h), style, reuse_mesh=True,
-                        out=canvas)
+                        hidden_edges=display.view_hidden_edges, out=canvas)
     return canvas
 
 

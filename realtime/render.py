@@ -177,6 +177,8 @@ class _Topology:
         self.edge2 = np.empty((n_tri, 3), dtype=np.float32)
         self.base = np.empty((n_tri, 3), dtype=np.float32)
         self.index_buf = ctx.buffer(self.flat)
+        self.hidden: np.ndarray | None = None
+        self.hidden_buf = ctx.buffer(np.zeros((self.flat.size, 3), dtype=np.float32))
 
     def vertex_normals(self, v: np.ndarray) -> np.ndarray:
         np.take(v, self.corners[0], axis=0, out=self.base)
@@ -286,6 +288,7 @@ class OffscreenRenderer:
         objs: list[moderngl.Buffer | moderngl.Texture | moderngl.VertexArray | moderngl.Framebuffer
                    | moderngl.Program] = [*self._buffers.values(), self._points_buf,
                                           *(t.index_buf for t in self._topologies),
+                                          *(t.hidden_buf for t in self._topologies),
                                           *self._vaos.values(), self._bg_vao, self._points_vao,
                                           *self._textures.values(), *self._colormaps.values()]
         for fbo in {self._draw_fbo, self._resolve_fbo, self._ids_fbo}:
@@ -307,19 +310,25 @@ class OffscreenRenderer:
                clear_color: tuple[float, float, float] = DEFAULT_CLEAR_COLOR,
                wire_color: tuple[float, float, float, float] = DEFAULT_WIRE_COLOR, wire_width: float = 0.6,
                colormap: str = "auto", point_color: tuple[float, float, float, float] = (1.0, 0.3, 0.2, 1.0),
-               point_size: float = 3.0, specular: float = 0.0, viewport: Rect | None = None,
-               reuse_mesh: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+               point_size: float = 3.0, specular: float = 0.0, hidden_edges: np.ndarray | None = None,
+               viewport: Rect | None = None, reuse_mesh: bool = False,
+               out: np.ndarray | None = None) -> np.ndarray:
         """Draw the mesh and return the (H, W, 3) uint8 RGB picture.
 
-        Keyword extras beyond the shared contract: ``view`` (4x4 camera -> view transform for another
-        viewpoint, e.g. :func:`orbit_view_matrix`); ``texture_intrinsics`` (the camera that saw
-        ``texture_image`` when it is not ``intrinsics``); ``points_px`` (K, 2) dots drawn on top (landmarks);
-        ``opacity`` of the mesh over the background; ``specular`` (a soft highlight from the key light in
-        "lit", for display; 0 keeps the pure SH model); colours; ``colormap`` ("auto": "coolwarm" when the
-        scalar range straddles 0, else "viridis"); ``viewport`` (draw into this rectangle of the picture
-        only; ``intrinsics`` then describe a camera of the rectangle's size and the rest of ``out`` is left
-        as it is); ``reuse_mesh`` (the vertices, colours and scalars are those of the previous call: skip
-        their upload); ``out`` (a preallocated (H, W, 3) uint8 array, returned).
+        Keyword extras beyond the shared contract:
+
+        * ``view``: 4x4 camera -> view transform for another viewpoint (e.g. :func:`orbit_view_matrix`);
+        * ``texture_intrinsics``: the camera that saw ``texture_image`` when it is not ``intrinsics``;
+        * ``points_px``: (K, 2) dots drawn on top (landmarks), with ``point_color`` and ``point_size``;
+        * ``opacity`` of the mesh over the background; ``clear_color`` where nothing is drawn;
+        * ``specular``: a soft highlight from the key light in "lit" (display; 0 = the pure SH model);
+        * ``hidden_edges``: (T, 3) bool, edges the wireframe leaves out, edge k opposite corner k
+          (e.g. :func:`quad_diagonals`); ``wire_color`` (RGBA) and ``wire_width`` (pixels);
+        * ``colormap``: "auto" = "coolwarm" when the scalar range straddles 0, else "viridis";
+        * ``viewport``: draw into this rectangle of the picture only; ``intrinsics`` then describe a camera
+          of the rectangle's size, and the rest of ``out`` is left as it is;
+        * ``reuse_mesh``: the vertices, colours and scalars are those of the previous call (skip the upload);
+        * ``out``: a preallocated (H, W, 3) uint8 array, filled and returned.
         """
         with self._current():
             return self._render(vertices_mm, triangles, intrinsics, mode, vertex_colors=vertex_colors,
@@ -329,7 +338,8 @@ class OffscreenRenderer:
                                 texture_intrinsics=texture_intrinsics, points_px=points_px, opacity=opacity,
                                 clear_color=clear_color, wire_color=wire_color, wire_width=wire_width,
                                 colormap=colormap, point_color=point_color, point_size=point_size,
-                                specular=specular, viewport=viewport, reuse_mesh=reuse_mesh, out=out)
+                                specular=specular, hidden_edges=hidden_edges,
+                                viewport=viewport, reuse_mesh=reuse_mesh, out=out)
 
     def _render(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics, mode: str, *,
                 background: np.ndarray | None, clear_color: tuple[float, float, float],
@@ -408,7 +418,8 @@ class OffscreenRenderer:
               clear_color: tuple[float, float, float] = DEFAULT_CLEAR_COLOR,
               wire_color: tuple[float, float, float, float] = DEFAULT_WIRE_COLOR, wire_width: float = 0.6,
               colormap: str = "auto", point_color: tuple[float, float, float, float] = (1.0, 0.3, 0.2, 1.0),
-              point_size: float = 3.0, specular: float = 0.0, reuse_mesh: bool = False) -> Rect | None:
+              point_size: float = 3.0, specular: float = 0.0, hidden_edges: np.ndarray | None = None,
+              reuse_mesh: bool = False) -> Rect | None:
         """Draw into the framebuffer; with ``crop`` only the mesh's bounding box inside ``rect`` is drawn
         (returned; None when the mesh is not in view), else all of ``rect``."""
         if mode not in _MODE_INDEX:
@@ -434,6 +445,8 @@ class OffscreenRenderer:
             if box is None:
                 return None
         expanded = wireframe_overlay or mode == "wireframe"
+        if expanded:
+            self._set_hidden_edges(hidden_edges)
         prog = self._mesh_program(_MODE_INDEX[mode], expanded, background is not None)
         _mat4(prog, "u_view", view_m)
         _mat4(prog, "u_proj", projection_matrix(intr, *_clip_planes(zmin, zmax)))
@@ -615,6 +628,8 @@ class OffscreenRenderer:
             # Only the attributes this program variant uses (binding an optimised-away one is a GL error).
             content = [(b[x + name], fmt, f"in_{name}") for name, fmt in (
                 ("pos", "3f"), ("normal", "3f"), ("color", "3f"), ("scalar", "f")) if f"in_{name}" in prog]
+            if expanded and "in_hidden_edges" in prog:
+                content.append((topo.hidden_buf, "3f", "in_hidden_edges"))
             if expanded:
                 vao = self.ctx.vertex_array(prog, content)
             else:
@@ -676,11 +691,30 @@ class OffscreenRenderer:
         log.debug("mesh topology: %d vertices, %d triangles", n_vertices, tris.shape[0])
         return topo
 
+    def _set_hidden_edges(self, hidden_edges: np.ndarray | None) -> None:
+        topo = self._topology
+        assert topo is not None
+        n_tri = topo.triangles.shape[0]
+        if hidden_edges is None:
+            if topo.hidden is None:
+                return
+            mask = np.zeros((n_tri, 3), dtype=bool)
+        else:
+            mask = np.asarray(hidden_edges, dtype=bool)
+            if mask.shape != (n_tri, 3):
+                raise BadInputError(f"hidden_edges must have shape ({n_tri}, 3), got {mask.shape}")
+        if topo.hidden is not None and np.array_equal(topo.hidden, mask):
+            return
+        topo.hidden = mask.copy()
+        # One value per corner of the expanded draw; the three corners of a triangle carry the same mask.
+        _write(topo.hidden_buf, np.repeat(mask.astype(np.float32), 3, axis=0))
+
     def _forget_topologies(self, only: _Topology | None = None) -> None:
         for topo in [t for t in self._topologies if only is None or t is only]:
             for key in [k for k in self._vaos if k[2] == id(topo)]:
                 self._vaos.pop(key).release()
             topo.index_buf.release()
+            topo.hidden_buf.release()
             self._topologies.remove(topo)
 
     def _image_texture(self, slot: str, image: np.ndarray, box: Rect | None) -> moderngl.Texture:
@@ -713,6 +747,21 @@ class OffscreenRenderer:
             tex.repeat_x = tex.repeat_y = False
             self._colormaps[name] = tex
         return tex
+
+
+def quad_diagonals(triangles: np.ndarray, quads: np.ndarray) -> np.ndarray:
+    """(T, 3) bool: which triangle edges (edge k opposite corner k) are diagonals of ``quads`` (Q, 4),
+    i.e. the ``hidden_edges`` that make the wireframe of a triangulated quad mesh show its quads."""
+    q = np.asarray(quads, dtype=np.int64)
+    diagonals = np.concatenate([q[:, [0, 2]], q[:, [1, 3]]])
+    n = int(max(q.max(), np.max(triangles))) + 1
+
+    def key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.minimum(a, b) * n + np.maximum(a, b)
+
+    diag_keys = key(diagonals[:, 0], diagonals[:, 1])
+    t = np.asarray(triangles, dtype=np.int64)
+    return np.stack([np.isin(key(t[:, (k + 1) % 3], t[:, (k + 2) % 3]), diag_keys) for k in range(3)], axis=1)
 
 
 def _bounding_box(uv: np.ndarray, rect: Rect, pad: int) -> Rect | None:

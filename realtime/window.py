@@ -273,7 +273,8 @@ class LiveWindow:
             fit.vertices_mm, self.display.overlay_triangles, intr, mode, crop=True, background=image,
             texture_image=image if mode == "textured" else None, scalars=scalars,
             scalar_range=ASYMMETRY_RANGE_MM, opacity=self.style.overlay_opacity,
-            wireframe_overlay=self.style.wireframe, specular=self.style.specular, points_px=dots,
+            wireframe_overlay=self.style.wireframe, specular=self.style.specular,
+            hidden_edges=self.display.overlay_hidden_edges, points_px=dots,
             point_size=3.0, point_color=(0.3, 1.0, 0.55, 1.0))
         _, panel = self._layout()
         pw, ph = panel[2], panel[3]
@@ -285,7 +286,7 @@ class LiveWindow:
         self._orbit.draw(fit.vertices_mm, self.display.view_triangles, **orbit_view_params(
             fit.vertices_mm, (0, 0, pw, ph), self.style, yaw_deg=self.orbit_yaw, pitch_deg=self.orbit_pitch,
             zoom=self.zoom, texture_image=image, texture_intrinsics=intr, scalars=view_scalars,
-            scalar_range=ASYMMETRY_RANGE_MM))
+            scalar_range=ASYMMETRY_RANGE_MM, hidden_edges=self.display.view_hidden_edges))
 
     def _asymmetry(self, fit: Any) -> np.ndarray | None:
         return asymmetry_mm(self.model, fit) if self.model is not None else None

@@ -14,6 +14,7 @@
 #define MODE_HEATMAP 5
 
 in vec3 v_bary;
+in vec3 v_hidden_edges;
 in vec3 v_cam;
 in vec3 v_pos;
 in vec3 v_normal;
@@ -95,7 +96,8 @@ void main() {
     color = mix(under, color, u_opacity);
 #endif
 #if WIREFRAME || MODE == MODE_WIREFRAME
-    vec3 d = v_bary / max(fwidth(v_bary), vec3(1e-6));       // distance to each edge in pixels
+    // Distance to each edge in pixels; hidden edges are pushed far away.
+    vec3 d = v_bary / max(fwidth(v_bary), vec3(1e-6)) + v_hidden_edges * 1e4;
     float edge = min(d.x, min(d.y, d.z));
     float a = (1.0 - smoothstep(u_wire_width - 0.5, u_wire_width + 0.5, edge)) * u_wire_color.a;
     color = mix(color, u_wire_color.rgb, a);

@@ -1,6 +1,7 @@
 #version 330
 // Triangle index, barycentric coordinates and view depth of the visible surface (no anti-aliasing).
 in vec3 v_bary;
+in vec3 v_hidden_edges;
 in vec3 v_cam;
 in vec3 v_pos;
 in vec3 v_normal;

@@ -110,6 +110,22 @@ def test_every_mode_draws_the_mesh_over_the_background(renderer, face_model, fro
     assert frac > (0.3 if mode == "wireframe" else 0.97)
 
 
+def test_no_gl_errors_in_any_mode(renderer, face_model, frontal) -> None:
+    """Every program variant and path leaves the GL error flag clear (a window's toolkit would trip on it)."""
+    from realtime.render import quad_diagonals
+
+    intr = Intrinsics.from_fov(W, H, 40.0)
+    bg = np.zeros((H, W, 3), np.uint8)
+    hidden = quad_diagonals(face_model.triangles, face_model.quads)
+    for mode in RENDER_MODES:
+        for wire in (False, True):
+            renderer.render(frontal, face_model.triangles, intr, mode, background=bg, wireframe_overlay=wire,
+                            texture_image=bg, scalars=frontal[:, 0], points_px=np.zeros((3, 2)),
+                            hidden_edges=hidden)
+            with renderer.ctx:
+                assert renderer.ctx.error == "GL_NO_ERROR", (mode, wire)
+
+
 def test_bad_inputs_raise_user_errors(renderer, face_model, frontal) -> None:
     intr = Intrinsics.from_fov(W, H)
     with pytest.raises(BadInputError):
