@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--yaw", type=float, default=70.0, help="max |yaw| in degrees")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=4, help="MSAA samples of the renderer")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     gen_s = 0.0
     mp_s = 0.0
-    with SyntheticGenerator(model, args.size, args.size, seed=args.seed, yaw_deg=args.yaw) as gen, \
+    with SyntheticGenerator(model, args.size, args.size, seed=args.seed, samples=args.samples,
+                            yaw_deg=args.yaw) as gen, \
             mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
                                             max_num_faces=1) as fm:
         gen.sample()  # warm-up (shader compilation, first buffers)
