@@ -118,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
     quiet_native_logs()
     if not os.path.isfile(args.video):
         raise BadInputError(f"video not found: {args.video}")
+    load_at_start = os.getloadavg()[0]  # other work on the machine skews every figure: say how much
     stats, source = end_to_end(args.video, args.max_faces, args.max_frames)
     if stats.source_error is not None:
         raise stats.source_error
@@ -142,6 +143,7 @@ def main(args: argparse.Namespace) -> int:
         "video": args.video,
         "resolution": f"{source.width}x{source.height}",
         "cpu_count": os.cpu_count(),
+        "load_avg_1min_at_start": round(load_at_start, 2),
         "end_to_end": {
             "frames": stats.frames,
             "container_frames": source.stats.expected,
@@ -175,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     e = report["end_to_end"]
-    print(f"video {args.video} ({report['resolution']}), {os.cpu_count()} CPUs")
+    print(f"video {args.video} ({report['resolution']}), {os.cpu_count()} CPUs, load {load_at_start:.1f}")
     print(
         f"end to end: {e['frames']} frames ({e['frames_with_face']} with a face), {e['dropped']} dropped,"
         f" {e['fps']} fps"
