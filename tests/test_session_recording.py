@@ -469,3 +469,48 @@ def test_subject_id_must_be_a_pseudonym() -> None:
         with pytest.raises(BadInputError):
             check_subject_id(bad)
 
+
+
+def test_encoder_process_ends_the_file_cleanly_on_sigterm(tmp_path: Path, frames: list[np.ndarray]) -> None:
+    import signal
+
+    from realtime.session.video import FragmentedVideoWriter
+
+    errors: list[str] = []
+    writer = FragmentedVideoWriter(tmp_path / "v.mp4", errors.append)
+    for i, image in enumerate(frames[:30]):
+        assert writer.put(image, i / 30.0, block=True)
+    deadline = time.monotonic() + 60
+    while writer._written < 30 and time.monotonic() < deadline:  # acknowledged = copied by the encoder
+        time.sleep(0.05)
+    writer._proc.send_signal(signal.SIGTERM)
+    writer._proc.wait(30)
+    stats = writer.close()
+    assert writer._proc.returncode == 0
+    v = check_video(tmp_path / "v.mp4")
+    assert v.error is None and v.frames == 30 and stats.frames_dropped == 0
+
+
+def test_encoder_killed_stops_the_recording_with_a_message(tmp_path: Path, frames: list[np.ndarray],
+                                                           landmark_stage: LandmarkStage) -> None:
+    recorder = SessionRecorder(RecorderConfig(tmp_path, subject_id="k", audio=False))
+
+    class KillEncoder:
+        n = 0
+
+        def consume(self, result: FrameResult) -> None:
+            self.n += 1
+            if self.n == 10:
+                recorder._video._proc.kill()
+
+        def close(self) -> None:
+            pass
+
+    with Pipeline(ArraySource(frames), [_KeepOpen(landmark_stage), _Paced(30.0)],
+                  [recorder, KillEncoder()]) as pipe:
+        stats = pipe.run()
+    assert stats.frames == N_FRAMES
+    st = recorder.status()
+    assert st.state == "failed" and "video encoder" in st.message, st.message
+    s = load_session(recorder.folder)
+    assert s.status == "failed" and s.manifest["error"] and "video encoder" in s.manifest["error"]

@@ -67,10 +67,11 @@ class _Replies:
             self.parent_gone = True
 
 
-def run(args: argparse.Namespace, inp: BinaryIO, out: BinaryIO) -> int:
+def run(args: argparse.Namespace, inp: BinaryIO, out: BinaryIO, sigterm: _SigtermState | None = None) -> int:
     import av
 
     replies = _Replies(out)
+    term = sigterm or _SigtermState()
     container = None
     stream = None
     slots: np.ndarray | None = None
@@ -78,7 +79,12 @@ def run(args: argparse.Namespace, inp: BinaryIO, out: BinaryIO) -> int:
     last_pts = -1
     try:
         while True:
+            # SIGTERM ends us only here, between frames, so no half-encoded frame is lost.
+            term.waiting = True
+            if term.received:
+                raise _Terminate
             kind = _read_exact(inp, 1)
+            term.waiting = False
             if kind is None:
                 break
             if kind == b"S":
@@ -139,6 +145,13 @@ def run(args: argparse.Namespace, inp: BinaryIO, out: BinaryIO) -> int:
             container = None
         replies.send(b"D" + MSG_D.pack(written, last_pts))
         return 0
+    except _Terminate:
+        # SIGTERM (e.g. the whole process group is being stopped): end the file cleanly with what we have.
+        if container is not None and stream is not None:
+            with contextlib.suppress(Exception):
+                for packet in stream.encode(None):
+                    container.mux(packet)
+        return 0
     except Exception as exc:  # disk full, read-only folder, codec failure: report in one line
         msg = f"{type(exc).__name__}: {exc}".encode()
         replies.send(b"E" + MSG_E.pack(len(msg)) + msg)
@@ -149,8 +162,26 @@ def run(args: argparse.Namespace, inp: BinaryIO, out: BinaryIO) -> int:
                 container.close()
 
 
+class _Terminate(Exception):
+    pass
+
+
+class _SigtermState:
+    received = False
+    waiting = False
+    """True while blocked reading the next message: the handler may interrupt the read."""
+
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.received = True
+        if self.waiting:
+            raise _Terminate
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sigterm = _SigtermState()
+    signal.signal(signal.SIGTERM, sigterm.handler)
     ap = argparse.ArgumentParser(prog="python -m realtime.session.encoder")
     ap.add_argument("output")
     ap.add_argument("--codec", default="libx264")
@@ -167,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         # Below the live pipeline: the queue in front of us absorbs bursts; the live view must not stutter.
         with contextlib.suppress(OSError):
             os.nice(args.nice)
-    return run(args, sys.stdin.buffer, sys.stdout.buffer)
+    return run(args, sys.stdin.buffer, sys.stdout.buffer, sigterm)
 
 
 if __name__ == "__main__":

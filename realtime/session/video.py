@@ -94,9 +94,11 @@ class FragmentedVideoWriter:
                "--preset", preset, "--crf", str(crf), "--threads", str(threads),
                "--gop", str(max(1, round(gop_s * fps_hint))), "--fps", str(fps_hint),
                "--fragment-us", str(FRAGMENT_US)]
+        # A file, not a pipe: nobody reads the encoder's stderr while it runs, and a full pipe would block it.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, env=_child_env())
+                                          stderr=self._stderr, env=_child_env())
         except OSError as exc:
             raise RuntimeError(f"cannot start the video encoder process: {exc}") from None
         self._reader = threading.Thread(target=self._read_loop, name="session-video-acks", daemon=True)
@@ -140,6 +142,7 @@ class FragmentedVideoWriter:
             self._proc.wait()
         self._reader.join(5.0)
         self._release_shm()
+        self._stderr.close()
         if self._done_stats is not None:
             self._written, self._last_pts_ms = self._done_stats
         w, h = self._size or (0, 0)
@@ -248,11 +251,12 @@ class FragmentedVideoWriter:
             self._fail(self._child_reason() or f"video encoder process exited with code {rc}")
 
     def _child_reason(self) -> str:
-        err = self._proc.stderr
-        if err is None or self._proc.poll() is None:
+        """The last line the encoder wrote to stderr (a Python error), once it has exited."""
+        if self._proc.poll() is None:
             return ""
         try:
-            text = err.read().decode(errors="replace").strip()
+            self._stderr.seek(0)
+            text = self._stderr.read().decode(errors="replace").strip()
         except (OSError, ValueError):
             return ""
         return f"video encoder: {text.splitlines()[-1]}" if text else ""
