@@ -75,7 +75,7 @@ class _Timings:
     def summary(self) -> dict[str, TimingSummary]:
         out = {}
         for key, values in list(self._data.items()):
-            s = summarize(list(values))
+            s = summarize(values.copy())  # deque.copy() runs under the GIL: safe while others append
             if s is not None:
                 out[key] = s
         return out
@@ -229,7 +229,7 @@ class Pipeline:
     def stats(self) -> PipelineStats:
         s = self._stats
         s.stages = self._timings.summary()
-        decode = summarize(list(self.source.decode_ms))  # measured on the decode thread
+        decode = summarize(self.source.decode_ms.copy())  # measured on the decode thread
         if decode is not None:
             s.stages["decode"] = decode
         s.dropped = self.source.handoff.dropped

@@ -95,6 +95,8 @@ def test_background_events_and_sinks_at_run_time(frames: list[np.ndarray]) -> No
         while p.latest() is None:
             time.sleep(0.005)
         p.post_event("snapshot")
+        for _ in range(20):  # a UI may read the statistics while frames are processed
+            assert p.stats.frames >= 1
         p.add_sink(late)
         while len(late.results) < 10:
             time.sleep(0.005)
