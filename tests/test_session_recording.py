@@ -514,3 +514,20 @@ def test_encoder_killed_stops_the_recording_with_a_message(tmp_path: Path, frame
     assert st.state == "failed" and "video encoder" in st.message, st.message
     s = load_session(recorder.folder)
     assert s.status == "failed" and s.manifest["error"] and "video encoder" in s.manifest["error"]
+
+
+def test_two_sessions_in_the_same_second_get_distinct_folders(tmp_path: Path) -> None:
+    from realtime.errors import OutputError
+
+    a = SessionRecorder(RecorderConfig(tmp_path, subject_id="same", audio=False, folder_name=None))
+    b = SessionRecorder(RecorderConfig(tmp_path, subject_id="same", audio=False))
+    try:
+        assert a.folder != b.folder
+        if a.folder.name.split("_")[1] == b.folder.name.split("_")[1].split("-")[0]:
+            assert b.folder.name == a.folder.name + "-2"
+        with pytest.raises(OutputError, match="already exists"):
+            SessionRecorder(RecorderConfig(tmp_path, audio=False, folder_name=a.folder.name))
+    finally:
+        a.close()
+        b.close()
+    assert load_session(a.folder).complete and load_session(b.folder).num_frames == 0

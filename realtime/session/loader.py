@@ -145,6 +145,8 @@ def load_session(path: str | Path) -> Session:
         raise BadInputError(f"session folder not found: {folder}")
     manifest = read_manifest(folder)
     frames, finalized, problems = load_frames(folder)
+    if not finalized and frames.num_rows == 0 and not storage.list_chunks(folder):
+        finalized = bool((manifest.get("frames") or {}).get("finalized"))  # stopped before any frame
     protocol = None
     proto_file = folder / PROTOCOL_COPY
     if proto_file.is_file():

@@ -118,13 +118,19 @@ class SessionRecorder:
         self.config = config
         self.subject_id = check_subject_id(config.subject_id)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.folder = Path(config.out_dir) / (config.folder_name or f"{self.subject_id}_{stamp}")
+        base = config.folder_name or f"{self.subject_id}_{stamp}"
+        self.folder = Path(config.out_dir) / base
         try:
             self.folder.parent.mkdir(parents=True, exist_ok=True)
-            self.folder.mkdir(exist_ok=False)
+            for n in range(2, 100):
+                try:
+                    self.folder.mkdir(exist_ok=False)
+                    break
+                except FileExistsError:
+                    if config.folder_name:  # an explicit name is never replaced by another
+                        raise OutputError(f"session folder already exists: {self.folder}") from None
+                    self.folder = Path(config.out_dir) / f"{base}-{n}"  # two starts within a second
             (self.folder / storage.CHUNK_DIR).mkdir()
-        except FileExistsError:
-            raise OutputError(f"session folder already exists: {self.folder}") from None
         except OSError as exc:
             raise OutputError(f"cannot create session folder {self.folder}: {exc.strerror or exc}") from None
         self.runner = ProtocolRunner(config.protocol) if config.protocol else None
