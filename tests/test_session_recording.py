@@ -234,11 +234,22 @@ def test_record_event_toggles_recording(tmp_path: Path, frames: list[np.ndarray]
             pass
 
     keys = Keys()
-    pipe = Pipeline(source, stages, [controller, keys])
+    events: list[tuple[int, str]] = []
+
+    class Events:
+        def consume(self, result: FrameResult) -> None:
+            events.extend((result.frame.index, e) for e in result.events)
+
+        def close(self) -> None:
+            pass
+
+    pipe = Pipeline(source, stages, [controller, keys, Events()])
     keys.pipe = pipe
     with pipe:
         pipe.run()
     # started at frame 6 (index 5), stopped at 21, started again at 31 until the end
+    assert events == [(5, "record"), (5, "record-started"), (20, "record"), (20, "record-stopped"),
+                      (30, "record"), (30, "record-started")]
     assert len(controller.sessions) == 2
     a, b = (load_session(r.folder) for r in controller.sessions)
     assert a.complete and b.complete
@@ -493,23 +504,31 @@ def test_encoder_process_ends_the_file_cleanly_on_sigterm(tmp_path: Path, frames
 
 def test_encoder_killed_stops_the_recording_with_a_message(tmp_path: Path, frames: list[np.ndarray],
                                                            landmark_stage: LandmarkStage) -> None:
-    recorder = SessionRecorder(RecorderConfig(tmp_path, subject_id="k", audio=False))
+    controller = RecordingController(lambda: RecorderConfig(tmp_path, subject_id="k", audio=False), start=True)
+    events: list[str] = []
+    hud: list[list[str]] = []
 
     class KillEncoder:
         n = 0
 
         def consume(self, result: FrameResult) -> None:
             self.n += 1
+            events.extend(result.events)
             if self.n == 10:
-                recorder._video._proc.kill()
+                controller.sessions[0]._video._proc.kill()
+            hud.append(controller.hud_lines())
 
         def close(self) -> None:
             pass
 
     with Pipeline(ArraySource(frames), [_KeepOpen(landmark_stage), _Paced(30.0)],
-                  [recorder, KillEncoder()]) as pipe:
+                  [controller, KillEncoder()]) as pipe:
         stats = pipe.run()
-    assert stats.frames == N_FRAMES
+    assert stats.frames == N_FRAMES  # the live view went on
+    assert events == ["record-started", "record-failed"]
+    assert hud[0][0].startswith("● REC")
+    assert any("recording stopped: video encoder" in line for line in hud[-1])
+    recorder = controller.sessions[0]
     st = recorder.status()
     assert st.state == "failed" and "video encoder" in st.message, st.message
     s = load_session(recorder.folder)

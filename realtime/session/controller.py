@@ -23,6 +23,12 @@ from realtime.session.recorder import STATE_FAILED, RecorderConfig, RecorderStat
 log = logging.getLogger(__name__)
 
 RECORD_EVENT = "record"
+"""UI -> pipeline: start/stop recording (the window's r key)."""
+EVENT_STARTED = "record-started"
+EVENT_STOPPED = "record-stopped"
+EVENT_FAILED = "record-failed"
+"""Added to the frame's events by the controller (a UI or later sink can react; the HUD text comes from
+``hud_lines``)."""
 
 
 class RecordingController:
@@ -48,17 +54,20 @@ class RecordingController:
             toggle = self._recorder is None
         if toggle:
             if self._recorder is None:
-                self._start()
+                result.events.append(EVENT_STARTED if self._start() else EVENT_FAILED)
             else:
                 self._stop("stopped by the user")
+                result.events.append(EVENT_STOPPED)
         rec = self._recorder
         if rec is None:
             return
         rec.consume(result)
         if rec.failed:
             self._stop("")
+            result.events.append(EVENT_FAILED)
         elif rec.finished:
             self._stop("protocol complete")
+            result.events.append(EVENT_STOPPED)
 
     def close(self) -> None:
         if self._recorder is not None:
@@ -78,20 +87,21 @@ class RecordingController:
         """Nothing recording and every stopped recording is finalised."""
         return self._recorder is None and not any(t.is_alive() for t in self._finalisers)
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
         try:
             rec = SessionRecorder(self._make_config())
         except UserError as exc:  # unwritable output folder: say so, keep the live view
             self._message = f"cannot record: {exc}"
             log.error("%s", self._message)
-            return
+            return False
         except Exception as exc:  # the encoder process could not start, ...
             self._message = f"cannot record: {exc}"
             log.error("%s", self._message, exc_info=log.isEnabledFor(logging.DEBUG))
-            return
+            return False
         self._message = ""
         self._recorder = rec
         self.sessions.append(rec)
+        return True
 
     def _stop(self, why: str) -> None:
         rec = self._recorder
