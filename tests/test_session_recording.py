@@ -504,7 +504,8 @@ def test_encoder_process_ends_the_file_cleanly_on_sigterm(tmp_path: Path, frames
 
 def test_encoder_killed_stops_the_recording_with_a_message(tmp_path: Path, frames: list[np.ndarray],
                                                            landmark_stage: LandmarkStage) -> None:
-    controller = RecordingController(lambda: RecorderConfig(tmp_path, subject_id="k", audio=False), start=True)
+    controller = RecordingController(lambda: RecorderConfig(tmp_path, subject_id="k", audio=False),
+                                     start=True)
     events: list[str] = []
     hud: list[list[str]] = []
 
