@@ -142,9 +142,68 @@ def tracking_columns(stage_names: Sequence[str] = ("landmarks",)) -> list[Column
     return cols
 
 
-def frame_columns(stage_names: Sequence[str] = ("landmarks",), extra: Sequence[Column] = ()) -> list[Column]:
-    """The standard per-frame columns (tracking; later modules add theirs here) followed by ``extra``."""
+def _primary_fit(r: FrameResult) -> Any:
+    return r.faces[0].fit if r.faces else None
+
+
+def _fit_value(get: Callable[[Any], Any]) -> Callable[[FrameResult], Any]:
+    def value(r: FrameResult) -> Any:
+        fit = _primary_fit(r)
+        return get(fit) if fit is not None else None
+
+    return value
+
+
+def _euler(i: int) -> Callable[[Any], float]:
+    return lambda fit: float(fit.pose.euler_deg()[i])
+
+
+def _expression(k: int) -> Callable[[Any], float]:
+    return lambda fit: float(fit.expression[k])
+
+
+def fit_columns(expression_names: Sequence[str] | None = None) -> list[Column]:
+    """The fit columns (primary face's morphable-model fit; null in frames without a fit)."""
+    if expression_names is None:
+        from realtime.facemodel import load_face_model
+
+        expression_names = load_face_model().expression_names
+    f32 = pa.float32()
+    cols = [
+        scalar_column("yaw_deg", f32, _fit_value(_euler(0)), "head yaw in degrees (+ = toward camera right)"),
+        scalar_column("pitch_deg", f32, _fit_value(_euler(1)), "head pitch in degrees (+ = tilted up)"),
+        scalar_column("roll_deg", f32, _fit_value(_euler(2)), "head roll in degrees"),
+        vector_column("rotation", 9, _fit_value(lambda f: f.pose.rotation),
+                      "model→camera rotation, row-major 3x3 (frontal = diag(1, -1, -1))"),
+        vector_column("translation_mm", 3, _fit_value(lambda f: f.pose.translation_mm),
+                      "model→camera translation in mm (OpenCV camera axes)"),
+    ]
+    for k, name in enumerate(expression_names):
+        cols.append(scalar_column(f"expr_{name}", f32, _fit_value(_expression(k)),
+                                  f"blendshape weight '{name}' in [0, 1]"))
+    cols += [
+        vector_column("identity", 100, _fit_value(lambda f: f.identity),
+                      "identity weights (standard-normal)"),
+        vector_column("landmarks68_px", 136, _fit_value(lambda f: f.landmarks68_px),
+                      "iBUG-68 model landmarks projected, row-major (x, y) pixels"),
+        vector_column("landmarks68_mm", 204, _fit_value(lambda f: f.landmarks68_mm),
+                      "iBUG-68 model landmarks in camera space, row-major (x, y, z) mm"),
+        scalar_column("residual_px", f32, _fit_value(lambda f: f.residual_px),
+                      "RMS landmark reprojection error of the fit, pixels"),
+        scalar_column("fit_confidence", f32, _fit_value(lambda f: f.confidence),
+                      "fit confidence in [0, 1] (tracking presence and residual)"),
+        scalar_column("identity_locked", pa.bool_(), _fit_value(lambda f: bool(f.identity_locked)),
+                      "the identity was locked (frozen) for this frame"),
+    ]
+    return cols
+
+
+def frame_columns(stage_names: Sequence[str] = ("landmarks",), extra: Sequence[Column] = (),
+                  expression_names: Sequence[str] | None = None) -> list[Column]:
+    """The standard per-frame columns (tracking; the fit columns when a "fit" stage runs) then ``extra``."""
     cols = tracking_columns(stage_names)
+    if "fit" in stage_names:
+        cols.extend(fit_columns(expression_names))
     cols.extend(extra)
     names = [c.name for c in cols]
     if len(set(names)) != len(names):

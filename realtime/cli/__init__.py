@@ -16,7 +16,7 @@ from realtime import __version__
 from realtime.errors import UserError
 
 COMMAND_MODULES: tuple[str, ...] = ("run", "doctor", "bench", "models", "record", "session", "report",
-                                    "refine")
+                                    "refine", "reconstruct")
 """Modules of ``realtime.cli`` that register a sub-command (the first is the default)."""
 
 DEFAULT_COMMAND = "run"

@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", metavar="OUT.mp4", help="write an annotated video (H.264)")
     p.add_argument("--export", metavar="DIR", help="write the per-frame table DIR/frames.parquet")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    from realtime.cli.reconstruct import add_fit_arguments
+
+    add_fit_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -85,15 +88,18 @@ def build_source(args: argparse.Namespace) -> Any:
 def build_stages(args: argparse.Namespace, source: Any) -> list[Any]:
     """The per-frame stages in order. Images are unrelated frames: track them in static mode."""
     from realtime.capture import ImageSource
+    from realtime.cli.reconstruct import fit_stages_from_args
     from realtime.landmarks import LandmarkStage
 
-    return [LandmarkStage(max_faces=args.max_faces, static=isinstance(source, ImageSource))]
+    return [LandmarkStage(max_faces=args.max_faces, static=isinstance(source, ImageSource)),
+            *fit_stages_from_args(args)]
 
 
 def table_columns(args: argparse.Namespace, stages: list[Any]) -> list[Any]:
     from realtime.export import frame_columns
 
-    return frame_columns([s.name for s in stages])
+    names = next((s.model.expression_names for s in stages if s.name == "fit"), None)
+    return frame_columns([s.name for s in stages], expression_names=names)
 
 
 def check_outputs(args: argparse.Namespace) -> None:
