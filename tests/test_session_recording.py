@@ -551,3 +551,18 @@ def test_two_sessions_in_the_same_second_get_distinct_folders(tmp_path: Path) ->
         a.close()
         b.close()
     assert load_session(a.folder).complete and load_session(b.folder).num_frames == 0
+
+
+def test_default_microphone_is_optional(tmp_path: Path, frames: list[np.ndarray],
+                                        landmark_stage: LandmarkStage) -> None:
+    """With sounddevice's real input: this machine has no audio device, so the session records without
+    audio and says why; where a microphone exists, it is recorded."""
+    rec, _ = _record(frames[:10], landmark_stage, RecorderConfig(tmp_path, subject_id="mic", audio=True))
+    s = load_session(rec.folder)
+    assert s.complete and s.num_frames == 10
+    a = s.manifest["audio"]
+    if a["recorded"]:
+        assert s.audio_path is not None and a["samples"] > 0
+    else:
+        assert a["reason"] and s.audio_path is None
+        assert "audio" in a["reason"] or "PortAudio" in a["reason"]
