@@ -61,6 +61,7 @@ def test_unwritable_or_unknown_outputs(tmp_path: Path) -> None:
         check_output_file(blocker / "out.mp4")
     with pytest.raises(OutputError, match="unsupported output type"):
         check_output_file(tmp_path / "out.gif")
+    (tmp_path / "dir.mp4").mkdir()
     with pytest.raises(OutputError, match="is a folder"):
-        check_output_file(tmp_path / "dir.mp4" if (tmp_path / "dir.mp4").mkdir() is None else tmp_path)
+        check_output_file(tmp_path / "dir.mp4")
     assert check_output_file(tmp_path / "new" / "ok.mkv") == tmp_path / "new" / "ok.mkv"
