@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -525,5 +524,3 @@ def true_landmarks(sample: SyntheticSample, corr: Any) -> np.ndarray:
     pts[468:478] = corr.iris_points(sample.eye_centres_mm, sample.pose.rotation, gaze)
     return pts
 
-
-SampleFn = Callable[..., SyntheticSample]
