@@ -237,3 +237,37 @@ def test_report_opens_in_headless_chromium(face_model, timeline, tmp_path: Path)
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape[:2] == (2400, 1100)
     assert img.std() > 10  # rendered content, not a blank page
+
+
+def test_recorded_session_round_trip(face_model, timeline, tmp_path):
+    """Frames with known fits → the real session recorder → load_session → the same measurements."""
+    from realtime.clinical.patient import compact_protocol_toml
+    from realtime.clinical.sessions import load_series
+    from realtime.results import FaceFit, FaceResult, FaceTrack, Frame, FrameResult, Pose
+    from realtime.session.protocol import load_protocol, parse_protocol
+    from realtime.session.recorder import RecorderConfig, SessionRecorder
+
+    proto = parse_protocol(compact_protocol_toml(load_protocol("palsy-basic"), 1, 0.5, 1.0, 0.6, 1.0), "c")
+    truth = patient_series(face_model, protocol_timeline(proto), PatientSpec(right_gain=0.3), fps=10.0)
+    n_v = face_model.n_vertices
+    image = np.zeros((48, 64, 3), np.uint8)
+    verts = np.zeros((n_v, 3), np.float32)
+    rec = SessionRecorder(RecorderConfig(out_dir=tmp_path, subject_id="p01", protocol=proto, audio=False,
+                                         folder_name="s"))
+    with rec:
+        for i in range(truth.n_frames):
+            track = FaceTrack(np.zeros((478, 3), np.float32), 1.0, (0.0, 0.0, 64.0, 48.0))
+            fit = FaceFit(Pose(np.diag([1.0, -1.0, -1.0]), np.array([0.0, 0.0, 500.0])),
+                          truth.expression[i].astype(np.float32), truth.identity.astype(np.float32), verts,
+                          np.zeros((68, 2), np.float32), np.zeros((68, 3), np.float32), 0.5, 0.9, True)
+            t = float(truth.timestamp_s[i])
+            rec.consume(FrameResult(Frame(image, i, t, t), [FaceResult(track, fit)],
+                                    {"landmarks": 1.0, "fit": 1.0}))
+    back = load_series(tmp_path / "s", face_model)
+    ev = MetricEvaluator(face_model)
+    a, b = analyse_session(truth, face_model, ev), analyse_session(back, face_model, ev)
+    assert back.n_frames == truth.n_frames and back.valid.all()
+    assert list(back.exercise) == list(truth.exercise)
+    assert b.affected.side == "right"
+    for ra in a.regions:
+        assert b.region(ra.region).ratio_right_left == pytest.approx(ra.ratio_right_left, abs=1e-3), ra.region
