@@ -84,7 +84,7 @@ def test_headless_run_writes_annotated_video_and_table(videos_dir: Path, tmp_pat
 
 
 def test_image_input(images_dir: Path, tmp_path: Path) -> None:
-    proc = cli("--headless", "--image", str(images_dir / "takeo.jpg"), "--export", str(tmp_path))
+    proc = cli("--headless", "--no-fit", "--image", str(images_dir / "takeo.jpg"), "--export", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     table = pq.read_table(tmp_path / "frames.parquet")
     assert table["face_found"].to_pylist() == [True] and table["timestamp_s"].to_pylist() == [0.0]
@@ -94,7 +94,7 @@ def test_truncated_video_keeps_what_was_decoded(videos_dir: Path, tmp_path: Path
     data = (videos_dir / "talking_720p.mp4").read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) * 3 // 10])  # index first: ~80 of 282 frames survive
-    proc = cli("--headless", "--video", str(cut), "--export", str(tmp_path / "t"), timeout=120)
+    proc = cli("--headless", "--no-fit", "--video", str(cut), "--export", str(tmp_path / "t"), timeout=120)
     line = assert_one_line_error(proc, 2, r"truncated or corrupt video: decoded \d+ of 282 frames")
     n = int(re.search(r"decoded (\d+) of", line).group(1))  # type: ignore[union-attr]
     assert f"processed {n} frames" in proc.stdout
