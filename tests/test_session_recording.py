@@ -257,6 +257,7 @@ def test_record_event_toggles_recording(tmp_path: Path, frames: list[np.ndarray]
     assert b.frames["frame_index"].to_pylist() == list(range(30, 40))
     assert a.manifest["protocol"] is None and a.frames["exercise"].null_count == a.num_frames
     assert a.intrinsics == Intrinsics.from_fov(1280, 720)
+    assert controller.sessions[0].status().elapsed_s == pytest.approx(14 / 30.0)  # frames 5..19
 
 
 def test_audio_through_an_injected_stream(tmp_path: Path, frames: list[np.ndarray],

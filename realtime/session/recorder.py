@@ -146,6 +146,7 @@ class SessionRecorder:
         self._finished = False
         self._first_shape: tuple[int, int] | None = None
         self._first_capture = 0.0
+        self._last_t = 0.0
         self._stage_names: tuple[str, ...] = ()
         self._manifest: dict[str, Any] = self._initial_manifest()
         try:
@@ -241,6 +242,7 @@ class SessionRecorder:
             self._fail("table writer stalled (disk not keeping up)")
             return
         self._frames += 1
+        self._last_t = t
         self._last_prompt = prompt
 
     def _log_prompt(self, prompt: PromptState) -> None:
@@ -259,8 +261,7 @@ class SessionRecorder:
         return self._state == STATE_FAILED
 
     def status(self) -> RecorderStatus:
-        elapsed = self._last_prompt.t_s if self._last_prompt else 0.0
-        return RecorderStatus(self._state, self.folder, self._frames, elapsed, self._message,
+        return RecorderStatus(self._state, self.folder, self._frames, self._last_t, self._message,
                               self._last_prompt)
 
     def prompt(self) -> PromptState | None:
