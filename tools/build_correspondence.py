@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--out", type=Path, default=None, help="write the table here (default: the package's)")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--expression-max", type=float, default=0.6, help="max blendshape weight in the renders")
+    ap.add_argument("--expression-active", type=int, default=2, help="max active blendshapes per render")
+    ap.add_argument("--compare", type=Path, default=None, help="also measure this table on the held-out set")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -310,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     with OffscreenRenderer(args.size, args.size) as renderer, mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, refine_landmarks=True, max_num_faces=1) as tracker:
         gen = SyntheticGenerator(model, args.size, args.size, seed=args.seed, renderer=renderer,
-                                 identity_scale=0.8, expression_active=(0, 2), expression_max=0.6,
+                                 identity_scale=0.8, expression_active=(0, args.expression_active),
+                                 expression_max=args.expression_max,
                                  one_sided_fraction=0.2, neutral_fraction=0.35, yaw_deg=40.0, pitch_deg=15.0,
                                  roll_deg=10.0, distance_mm=(320.0, 420.0), offset_fraction=0.04,
                                  blur_sigma=(0.0, 0.6), noise_sigma=(0.0, 3.0), jpeg_probability=0.3)
@@ -368,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     errs = reprojection_errors(model, corr, eval_obs)
     errs_base = reprojection_errors(model, base, eval_obs)
     errs_medoid = reprojection_errors(model, medoid_corr, eval_obs)
+    compared = None
+    if args.compare is not None:
+        from realtime.correspondence import read_correspondence
+
+        other = read_correspondence(args.compare)
+        compared = float(np.nanmedian(reprojection_errors(model, other, eval_obs)))
     floor = np.full_like(errs, np.nan)
     if held:
         for r, (o, rep) in enumerate(zip(held, repeats, strict=True)):
@@ -399,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_px_median": float(np.nanmedian(errs)), "baseline_all_px_median": float(np.nanmedian(errs_base)),
         "mediapipe_noise_floor_px_median": float(np.nanmedian(floor)) if held else None,
         "medoid_all_px_median": float(np.nanmedian(errs_medoid)),
+        "compared_table": str(args.compare) if args.compare else None, "compared_all_px_median": compared,
     }
     if not args.no_save:
         out = args.out or default_path(model)
@@ -423,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{floor_rows.get(name, {}).get('reproj_px_median', float('nan')):>10.2f}")
         print(f"{'all':<12}{N_LANDMARKS:>4}{'':>11}{report['all_px_median']:>15.2f}{'':>7}"
               f"{report['baseline_all_px_median']:>14.2f}")
+        if compared is not None:
+            print(f"table {args.compare} on the same held-out renders: all {compared:.2f} px")
         if report["mediapipe_noise_floor_px_median"] is not None:
             print(f"MediaPipe's own per-image noise (same geometry, other appearance): "
                   f"{report['mediapipe_noise_floor_px_median']:.2f} px median")
