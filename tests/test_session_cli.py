@@ -132,3 +132,18 @@ def test_kill_9_mid_session_leaves_a_loadable_folder_and_repair_finalises_it(
         assert c.format.name.startswith("mov") and c.streams.video[0].frames == v.frames
     rc, out, _ = _run(["session", "info", str(folder)], capsys)
     assert rc == 0 and "status    repaired" in out
+
+
+def test_run_window_mode_has_the_r_key_recorder(talking_video: Path) -> None:
+    import argparse
+
+    from realtime.capture import VideoSource
+    from realtime.cli import run
+    from realtime.session.controller import RecordingController
+
+    parser = argparse.ArgumentParser()
+    run.register(parser.add_subparsers())
+    for extra, expected in (([], 1), (["--headless"], 0)):
+        args = parser.parse_args(["run", "--video", str(talking_video), "--no-fit", *extra])
+        sinks = run.build_sinks(args, VideoSource(talking_video), [])
+        assert sum(isinstance(s, RecordingController) for s in sinks) == expected

@@ -132,6 +132,11 @@ def build_sinks(args: argparse.Namespace, source: Any, stages: list[Any]) -> lis
         from realtime.videoout import VideoWriterSink
 
         sinks.append(VideoWriterSink(args.output, fps=source.fps))
+    if not args.headless:
+        # the window's r key starts/stops a free session recording into ./sessions (realtime.session)
+        from realtime.session.controller import free_recording_sink
+
+        sinks.append(free_recording_sink(source, stages, table_columns(args, stages)))
     return sinks
 
 
