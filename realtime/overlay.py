@@ -181,7 +181,7 @@ class MeshOverlay:
     """
 
     def __init__(self, model: MorphableModel, intrinsics_for_size: Callable[[int, int], Intrinsics],
-                 style: ViewStyle | None = None, samples: int = 4) -> None:
+                 style: ViewStyle | None = None, samples: int | None = None) -> None:
         self.display = MeshDisplay.from_model(model)
         self.intrinsics_for_size = intrinsics_for_size
         self.style = style or ViewStyle()

@@ -20,8 +20,9 @@ in vec3 v_pos;
 in vec3 v_normal;
 in vec3 v_albedo;
 in float v_scalar;
+in vec3 v_shade;
+in vec3 v_highlight;
 
-uniform vec3 u_sh[9];             // SH irradiance coefficients (RGB) over the view-space normal, OpenCV axes
 uniform vec4 u_wire_color;        // rgb + opacity of the lines
 uniform float u_wire_width;       // line half-width in pixels
 uniform sampler2D u_texture;      // "textured": image seen by the texture camera
@@ -33,29 +34,10 @@ uniform float u_opacity;          // mesh over "under"
 uniform sampler2D u_colormap;     // 256 x 1 lookup table
 uniform vec2 u_scalar_range;      // heatmap lo, hi
 uniform vec2 u_depth_range;       // depth view: near (bright), far (dark) in mm
-uniform float u_specular;         // "lit": strength of a Blinn-Phong highlight (0 = pure SH Lambertian)
-uniform vec3 u_key_light;         // its direction (toward the light, view space, unit)
 
 layout(location = 0) out vec4 f_color;
 
-vec3 sh_shade(vec3 n) {
-    // Real spherical harmonics up to band 2 with their normalisation constants; the coefficients already
-    // include the Lambertian convolution (irradiance), as in the 3DMM fitting literature.
-    vec3 e = u_sh[0] * 0.282095
-           + u_sh[1] * (0.488603 * n.y) + u_sh[2] * (0.488603 * n.z) + u_sh[3] * (0.488603 * n.x)
-           + u_sh[4] * (1.092548 * n.x * n.y) + u_sh[5] * (1.092548 * n.y * n.z)
-           + u_sh[6] * (0.315392 * (3.0 * n.z * n.z - 1.0)) + u_sh[7] * (1.092548 * n.x * n.z)
-           + u_sh[8] * (0.546274 * (n.x * n.x - n.y * n.y));
-    return max(e, vec3(0.0));
-}
-
 void main() {
-    vec3 n = normalize(v_normal);
-    // Triangles whose back is seen (inside of the mouth, eyelids seen from behind) are lit from their visible
-    // side. Front faces are clockwise in window coordinates because window y grows with image rows.
-    if (!gl_FrontFacing) {
-        n = -n;
-    }
 #if BACKGROUND
     vec3 under = texelFetch(u_background, ivec2(gl_FragCoord.xy), 0).rgb;
 #else
@@ -63,11 +45,8 @@ void main() {
 #endif
 
 #if MODE == MODE_LIT
-    vec3 color = v_albedo * sh_shade(n);
-    if (u_specular > 0.0) {
-        vec3 h = normalize(u_key_light - normalize(v_pos));
-        color += u_specular * pow(max(dot(n, h), 0.0), 40.0);
-    }
+    // (Lighting comes from the vertex shader; see there.)
+    vec3 color = v_albedo * v_shade + v_highlight;
 #elif MODE == MODE_WIREFRAME
     vec3 color = under;
 #elif MODE == MODE_TEXTURED
@@ -79,8 +58,9 @@ void main() {
     float facing = clamp(-dot(normalize(v_normal), normalize(v_cam)) * 4.0, 0.0, 1.0);
     color *= mix(0.35, 1.0, facing);
 #elif MODE == MODE_NORMALS
-    // Shown in the usual OpenGL colouring (x right, y up, z toward the viewer).
-    vec3 color = n * vec3(0.5, -0.5, -0.5) + 0.5;
+    // Shown in the usual OpenGL colouring (x right, y up, z toward the viewer). Back faces are culled, so
+    // the outward normal faces the viewer.
+    vec3 color = normalize(v_normal) * vec3(0.5, -0.5, -0.5) + 0.5;
 #elif MODE == MODE_DEPTH
     float t = clamp((v_pos.z - u_depth_range.x) / max(u_depth_range.y - u_depth_range.x, 1e-6), 0.0, 1.0);
     vec3 color = vec3(1.0 - 0.85 * t);
@@ -88,7 +68,7 @@ void main() {
     float t = clamp((v_scalar - u_scalar_range.x) / max(u_scalar_range.y - u_scalar_range.x, 1e-12), 0.0, 1.0);
     vec3 cmap = texture(u_colormap, vec2(t, 0.5)).rgb;
     // Keep the shape readable: modulate by a soft, mostly ambient shading.
-    float lum = dot(sh_shade(n), vec3(0.299, 0.587, 0.114));
+    float lum = dot(v_shade, vec3(0.299, 0.587, 0.114));
     vec3 color = cmap * (0.45 + 0.6 * lum);
 #endif
 

@@ -16,6 +16,9 @@ uniform mat4 u_view;          // camera -> view (rigid)
 uniform mat4 u_proj;          // view -> clip, built from the intrinsics (see realtime/render.py)
 uniform bool u_has_colors;
 uniform vec3 u_albedo;
+uniform vec3 u_sh[9];         // SH irradiance coefficients (RGB) over the view-space normal, OpenCV axes
+uniform float u_specular;     // strength of a Blinn-Phong highlight from the key light (0 = pure SH)
+uniform vec3 u_key_light;     // direction toward the key light, view space, unit
 
 out vec3 v_bary;
 out vec3 v_hidden_edges;
@@ -24,6 +27,21 @@ out vec3 v_pos;               // view-space position
 out vec3 v_normal;            // view-space normal
 out vec3 v_albedo;
 out float v_scalar;
+out vec3 v_shade;             // SH irradiance at the vertex
+out vec3 v_highlight;         // specular highlight at the vertex
+
+// Lighting is evaluated per vertex (Gouraud): the face meshes have triangles of a few pixels on screen, so
+// it looks the same as per-pixel lighting, and software rasterisers (llvmpipe) shade far fewer points.
+vec3 sh_shade(vec3 n) {
+    // Real spherical harmonics up to band 2 with their normalisation constants; the coefficients already
+    // include the Lambertian convolution (irradiance), as in the 3DMM fitting literature.
+    vec3 e = u_sh[0] * 0.282095
+           + u_sh[1] * (0.488603 * n.y) + u_sh[2] * (0.488603 * n.z) + u_sh[3] * (0.488603 * n.x)
+           + u_sh[4] * (1.092548 * n.x * n.y) + u_sh[5] * (1.092548 * n.y * n.z)
+           + u_sh[6] * (0.315392 * (3.0 * n.z * n.z - 1.0)) + u_sh[7] * (1.092548 * n.x * n.z)
+           + u_sh[8] * (0.546274 * (n.x * n.x - n.y * n.y));
+    return max(e, vec3(0.0));
+}
 
 void main() {
     int corner = gl_VertexID % 3;
@@ -35,5 +53,12 @@ void main() {
     v_normal = mat3(u_view) * in_normal;
     v_albedo = u_has_colors ? in_color : u_albedo;
     v_scalar = in_scalar;
+    vec3 n = normalize(v_normal);
+    v_shade = sh_shade(n);
+    v_highlight = vec3(0.0);
+    if (u_specular > 0.0) {
+        vec3 h = normalize(u_key_light - normalize(v_pos));
+        v_highlight = vec3(u_specular * pow(max(dot(n, h), 0.0), 40.0));
+    }
     gl_Position = u_proj * pv;
 }

@@ -12,9 +12,9 @@ from realtime.render import RENDER_MODES, OffscreenRenderer
 W, H = 320, 240
 
 
-@pytest.fixture(scope="module")
-def renderer():
-    with OffscreenRenderer(W, H) as r:
+@pytest.fixture(scope="module", params=[4, 0], ids=["msaa4", "no-msaa"])
+def renderer(request):
+    with OffscreenRenderer(W, H, samples=request.param) as r:
         yield r
 
 

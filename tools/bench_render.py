@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Rendering benchmark: time of the composed views at 1280x720 and headless end-to-end FPS with rendering.
+
+1. Render time: real frames of ``talking_720p.mp4`` with their real fits (MediaPipe + landmark fit, computed
+   first, not timed); each frame is drawn as the ``--output`` video draws it (fitted face over the frame +
+   3D orbit inset + landmarks, read back to numpy), on Mesa llvmpipe through EGL. Median wall and process
+   CPU time per frame, with the parts (camera overlay alone, 3D view alone) and the cost of 4x MSAA.
+   Baseline: the 2D annotations the video had before (``realtime.annotate``: landmark dots and text).
+2. End to end: ``realtime-face run --headless --video talking_720p.mp4 --output OUT.mp4`` equivalent
+   (decode, MediaPipe, fit, rendering on the video writer's thread, H.264 encode), FPS over the whole
+   file, against the same run whose video only has the 2D annotations.
+
+The machine is shared: the load average is printed next to the figures (wall times scale with it; CPU
+times much less).
+
+    .venv/bin/python tools/bench_render.py [--frames 40] [--json] [--skip-e2e]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# MediaPipe logs through glog.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+def _fits(video: Path, n: int) -> list[Any]:
+    """(frame result with fit) for the first ``n`` frames of ``video``."""
+    from realtime.capture import VideoSource
+    from realtime.fitting import FitStage
+    from realtime.landmarks import LandmarkStage
+    from realtime.pipeline import Pipeline
+
+    results: list[Any] = []
+
+    class Keep:
+        def consume(self, r: Any) -> None:
+            results.append(r)
+
+        def close(self) -> None:
+            pass
+
+    with Pipeline(VideoSource(str(video)), [LandmarkStage(), FitStage()], [Keep()], max_frames=n) as p:
+        p.run()
+    return [r for r in results if r.faces and r.faces[0].fit is not None]
+
+
+def _timed(fn: Any, items: list[Any], warmup: int = 3) -> tuple[float, float]:
+    """Median wall and process-CPU milliseconds of ``fn(item)`` over ``items`` (after warm-up calls)."""
+    for item in items[:warmup]:
+        fn(item)
+    wall, cpu = [], []
+    for item in items:
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(item)
+        wall.append((time.perf_counter() - t0) * 1000.0)
+        cpu.append((time.process_time() - c0) * 1000.0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def bench_render(results: list[Any], model: Any, intrinsics_for_size: Any) -> dict[str, Any]:
+    from realtime.annotate import annotate
+    from realtime.overlay import MeshDisplay, ViewStyle, compose_views, orbit_view_params
+    from realtime.render import OffscreenRenderer
+
+    display = MeshDisplay.from_model(model)
+    style = ViewStyle()
+    h, w = results[0].frame.image.shape[:2]
+    intr = intrinsics_for_size(w, h)
+    out = np.empty((h, w, 3), np.uint8)
+    rows: dict[str, Any] = {}
+
+    def baseline(r: Any) -> None:
+        canvas = r.frame.image.copy()
+        annotate(canvas, r)
+
+    rows["2D annotations only (baseline)"] = _timed(baseline, results)
+    for samples in (4, 0):
+        with OffscreenRenderer(w, h, samples=samples) as renderer:
+            def composed(r: Any, renderer: OffscreenRenderer = renderer) -> None:
+                lm = [f.track.landmarks_px for f in r.faces]
+                compose_views(renderer, r.frame.image, r.faces[0].fit.vertices_mm, display, intr, style, lm,
+                              out=out)
+
+            def overlay(r: Any, renderer: OffscreenRenderer = renderer) -> None:
+                renderer.render(r.faces[0].fit.vertices_mm, display.overlay_triangles, intr, "lit",
+                                background=r.frame.image, opacity=style.overlay_opacity,
+                                specular=style.specular, points_px=r.faces[0].track.landmarks_px, out=out)
+
+            def orbit(r: Any, renderer: OffscreenRenderer = renderer) -> None:
+                v = r.faces[0].fit.vertices_mm
+                side = round(style.inset_fraction * h)
+                renderer.render(v, display.view_triangles,
+                                **orbit_view_params(v, (w - side, h - side, side, side), style), out=out)
+
+            msaa = f"{samples}x MSAA" if samples else "no MSAA"
+            rows[f"overlay + 3D view, {msaa} (as --output)"] = _timed(composed, results)
+            rows[f"  camera overlay alone, {msaa}"] = _timed(overlay, results)
+            rows[f"  3D view alone ({round(style.inset_fraction * h)} px), {msaa}"] = _timed(orbit, results)
+    return {name: {"median_wall_ms": round(wall, 2), "median_cpu_ms": round(cpu, 2)}
+            for name, (wall, cpu) in rows.items()}
+
+
+def bench_end_to_end(video: Path, model: Any) -> dict[str, Any]:
+    from realtime.capture import VideoSource
+    from realtime.fitting import FitStage
+    from realtime.landmarks import LandmarkStage
+    from realtime.overlay import MeshOverlay
+    from realtime.pipeline import Pipeline
+    from realtime.videoout import VideoWriterSink
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, with_mesh in (("2D annotations only (baseline)", False), ("with mesh rendering", True)):
+            fit = FitStage(model)
+            draw = MeshOverlay(model, fit.intrinsics.for_size) if with_mesh else None
+            source = VideoSource(str(video))
+            sink = VideoWriterSink(Path(tmp) / f"{with_mesh}.mp4", fps=30.0, draw=draw)
+            t0 = time.perf_counter()
+            with Pipeline(source, [LandmarkStage(), fit], [sink]) as p:
+                stats = p.run()
+            wall = time.perf_counter() - t0   # includes the writer draining its queue at close
+            out[label] = {"frames": stats.frames, "pipeline_fps": round(stats.fps, 2),
+                          "end_to_end_fps": round(stats.frames / wall, 2),
+                          "stage_median_ms": {k: round(v.median_ms, 2) for k, v in stats.stages.items()}}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=40, help="frames timed for the render time")
+    parser.add_argument("--skip-e2e", action="store_true", help="only the render time")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+
+    from realtime.facemodel import load_face_model
+    from realtime.fitting import IntrinsicsResolver
+    from realtime.paths import shared_dir
+
+    video = shared_dir() / "data" / "videos" / "talking_720p.mp4"
+    model = load_face_model()
+    load_before = os.getloadavg()[0]
+    results = _fits(video, args.frames)
+    if len(results) < 5:
+        print(f"only {len(results)} fitted frames in {video}", file=sys.stderr)
+        return 1
+    report: dict[str, Any] = {
+        "video": video.name, "resolution": f"{results[0].frame.width}x{results[0].frame.height}",
+        "frames_timed": len(results), "cpus": os.cpu_count(),
+        "render": bench_render(results, model, IntrinsicsResolver().for_size),
+        "load_average_during": None,
+    }
+    if not args.skip_e2e:
+        report["end_to_end"] = bench_end_to_end(video, model)
+    report["load_average_during"] = round((load_before + os.getloadavg()[0]) / 2.0, 1)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"render time at {report['resolution']} ({report['frames_timed']} real frames with fits, "
+          f"Mesa llvmpipe via EGL, {report['cpus']} CPUs, load average {report['load_average_during']})")
+    print(f"{'':52s} {'median wall ms':>15s} {'median CPU ms':>14s}")
+    for name, row in report["render"].items():
+        print(f"{name:52s} {row['median_wall_ms']:15.2f} {row['median_cpu_ms']:14.2f}")
+    if "end_to_end" in report:
+        print("\nheadless end to end (decode, MediaPipe, fit, draw, H.264) over the whole video")
+        print(f"{'':40s} {'frames':>7s} {'end-to-end fps':>15s}  stage medians (ms)")
+        for name, row in report["end_to_end"].items():
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in row["stage_median_ms"].items())
+            print(f"{name:40s} {row['frames']:7d} {row['end_to_end_fps']:15.2f}  {stages}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
