@@ -107,7 +107,9 @@ class PipelineStats:
     """From the first frame received to the last one finished."""
     stages: dict[str, TimingSummary] = field(default_factory=dict)
     """Per-stage timings (``timings_ms`` keys) plus ``decode`` (on the decode thread), ``frame`` (all
-    stages + sinks on the processing thread) and ``latency`` (capture to finished, including waits)."""
+    stages + sinks on the processing thread), ``cycle`` (one frame finished to the next, i.e. everything
+    the processing thread does per frame including the hand-off and any wait for the source) and
+    ``latency`` (capture to finished, including waits)."""
     stopped: bool = False
     """True when ``stop()`` or ``max_frames`` ended the run before the source ended."""
     source_error: UserError | None = None
@@ -244,6 +246,7 @@ class Pipeline:
             if not self.source.opened:
                 self.source.open()
             t_first: float | None = None
+            t_prev_end: float | None = None
             while not self._stop.is_set():
                 if self.max_frames is not None and stats.frames >= self.max_frames:
                     stats.stopped = True
@@ -275,6 +278,10 @@ class Pipeline:
                     stats.frames_with_face += 1
                 stats.wall_s = t1 - t_first
                 self._latest = result
+                t_end = time.perf_counter()
+                if t_prev_end is not None:
+                    self._timings.add("cycle", (t_end - t_prev_end) * 1000.0)
+                t_prev_end = t_end
             if self._stop.is_set():
                 stats.stopped = True
         except BaseException as exc:  # re-raised on the caller's thread by run()/wait()/stop()

@@ -7,7 +7,12 @@ Two measurements in one run:
 2. Overhead: the first ``--overhead-frames`` frames are decoded into memory once; then bare MediaPipe
    (``mp.solutions.face_mesh.FaceMesh``, refine_landmarks, tracking mode) and the app's pipeline (memory
    source -> LandmarkStage) process the same frames, alternating for ``--rounds`` rounds so that machine
-   load affects both alike. Overhead = app ms/frame / bare ms/frame - 1 (decode excluded on both sides).
+   load affects both alike. Decode is excluded on both sides.
+
+   Overhead = median app cycle / median bare ``FaceMesh.process`` call - 1, where the app cycle is
+   everything the processing thread does per frame (hand-off, result, tracking, landmark conversion,
+   statistics). Medians, because on a shared machine the means follow other processes' bursts; the
+   wall-clock means (frames / total time) are reported beside them.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="frames held in memory for the overhead comparison (default 150)",
     )
-    p.add_argument("--rounds", type=int, default=2, help="alternating bare/app rounds (default 2)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating bare/app rounds (default 3)")
     p.add_argument("--max-faces", type=int, default=1, metavar="N")
     p.set_defaults(func=main)
 
@@ -125,19 +130,21 @@ def main(args: argparse.Namespace) -> int:
 
     frames = _decode_frames(args.video, max(1, args.overhead_frames))
     fps = source.fps or 30.0
-    bare_ms, app_ms, bare_calls, app_stage = [], [], [], []
+    bare_wall, app_wall, bare_calls, app_cycle, app_stage = [], [], [], [], []
     bare_found = app_found = 0
     for _ in range(max(1, args.rounds)):
         b, calls, bare_found = bare_facemesh(frames, args.max_faces)
         a, app_stats = app_pipeline(frames, args.max_faces, fps)
-        bare_ms.append(b)
+        bare_wall.append(b)
         bare_calls.extend(calls)
-        app_ms.append(a)
+        app_wall.append(a)
+        app_cycle.append(app_stats.stages["cycle"].median_ms)
         app_stage.append(app_stats.stages["landmarks"].median_ms)
         app_found = app_stats.frames_with_face
-    bare = float(np.median(bare_ms))
-    app = float(np.median(app_ms))
+    bare = float(np.median(bare_calls))
+    app = float(np.median(app_cycle))
     overhead_pct = (app / bare - 1.0) * 100.0
+    wall_overhead_pct = (float(np.median(app_wall)) / float(np.median(bare_wall)) - 1.0) * 100.0
 
     report = {
         "video": args.video,
@@ -163,13 +170,15 @@ def main(args: argparse.Namespace) -> int:
         "overhead": {
             "frames": len(frames),
             "rounds": max(1, args.rounds),
-            "bare_facemesh_ms_per_frame": round(bare, 3),
-            "bare_facemesh_call_median_ms": round(float(np.median(bare_calls)), 3),
-            "bare_frames_with_face": bare_found,
-            "app_ms_per_frame": round(app, 3),
+            "bare_facemesh_call_median_ms": round(bare, 3),
+            "app_cycle_median_ms": round(app, 3),
             "app_landmarks_stage_median_ms": round(float(np.median(app_stage)), 3),
-            "app_frames_with_face": app_found,
             "overhead_pct": round(overhead_pct, 1),
+            "bare_facemesh_wall_ms_per_frame": round(float(np.median(bare_wall)), 3),
+            "app_wall_ms_per_frame": round(float(np.median(app_wall)), 3),
+            "wall_overhead_pct": round(wall_overhead_pct, 1),
+            "bare_frames_with_face": bare_found,
+            "app_frames_with_face": app_found,
         },
         "targets": {"overhead_pct_max": TARGET_OVERHEAD_PCT, "fps_min_720p": TARGET_FPS},
     }
@@ -187,9 +196,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"{name:<12} {v['median_ms']:>10.2f} {v['p95_ms']:>10.2f}")
     o = report["overhead"]
     print(
-        f"overhead on {o['frames']} in-memory frames, {o['rounds']} rounds:"
-        f" bare FaceMesh {o['bare_facemesh_ms_per_frame']:.2f} ms/frame,"
-        f" app {o['app_ms_per_frame']:.2f} ms/frame -> {o['overhead_pct']:+.1f} %"
-        f" (target <= {TARGET_OVERHEAD_PCT:.0f} %)"
+        f"overhead on {o['frames']} in-memory frames, {o['rounds']} rounds: bare FaceMesh"
+        f" {o['bare_facemesh_call_median_ms']:.2f} ms/frame, app {o['app_cycle_median_ms']:.2f} ms/frame"
+        f" (medians) -> {o['overhead_pct']:+.1f} % (target <= {TARGET_OVERHEAD_PCT:.0f} %);"
+        f" wall-clock means {o['bare_facemesh_wall_ms_per_frame']:.2f} vs {o['app_wall_ms_per_frame']:.2f} ms"
+        f" -> {o['wall_overhead_pct']:+.1f} %"
     )
     return 0
