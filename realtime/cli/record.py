@@ -102,6 +102,7 @@ def _run_window(window_class: Any, pipeline: Any, controller: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from realtime.cli.run import build_source, build_stages, has_display, table_columns
+    from realtime.landmarks import quiet_native_logs
     from realtime.pipeline import Pipeline
     from realtime.session.controller import RecordingController, intrinsics_from_stages
     from realtime.session.protocol import load_protocol
@@ -125,6 +126,7 @@ def main(args: argparse.Namespace) -> int:
         source = build_source(args)
         source.open()
         stack.callback(source.close)
+        quiet_native_logs()  # MediaPipe's native log lines go to debug logging
         stages = build_stages(args, source)
         for stage in stages:
             stack.callback(stage.close)
