@@ -75,6 +75,11 @@ class FitOptions:
     iris_sigma_rel: float = 0.08
     """Relative noise of the depth implied by one iris diameter."""
     iris_diameter_mm: float = IRIS_DIAMETER_MM
+    iris_chords_mm: tuple[float, float] = (11.4, 10.5)
+    """Horizontal (469-471) and vertical (470-472) chords of MediaPipe's iris ring on an 11.7 mm iris seen
+    head-on (median over 480 eyes of synthetic renders; the ring is wider than tall)."""
+    iris_chords_sd_mm: tuple[float, float] = (1.6, 1.0)
+    """Their spread on the same renders: the vertical chord is the more repeatable one."""
     iris_when_locked: bool = False
     """Keep the iris term after the identity lock (off: the locked identity carries the scale, and the
     per-frame iris diameter is the noisiest measurement we have)."""
@@ -109,7 +114,7 @@ class FitOptions:
 class _Observation:
     uv: np.ndarray          # (468, 2) px
     z_px: np.ndarray        # (468,) MediaPipe relative depth, px
-    iris_px: tuple[float, float]   # apparent iris diameters (right, left) in px, 0 when unusable
+    iris_px: np.ndarray            # (2 eyes, horizontal/vertical chord) apparent iris ring chords, px
     presence: float
     track_id: int
 
@@ -143,21 +148,18 @@ def _vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
 
 
-def iris_diameters_px(landmarks_px: np.ndarray) -> tuple[float, float]:
-    """Apparent iris diameters (subject's right, left) in px: the larger of the two contour chords.
+def iris_chords_px(landmarks_px: np.ndarray) -> np.ndarray:
+    """(2 eyes: subject's right, left; 2 chords: horizontal 469-471, vertical 470-472) iris ring chords, px.
 
-    The larger chord is the one least foreshortened by head turn / tilt (the iris is a disc facing the eye's
-    optical axis), so it is the better estimate of the true diameter.
+    Zeros when the landmarks have no iris refinement.
     """
-    out = []
-    for a, b, c, d in (_RIGHT_IRIS, _LEFT_IRIS):
-        if landmarks_px.shape[0] <= max(a, b, c, d):
-            out.append(0.0)
-            continue
-        h = float(np.linalg.norm(landmarks_px[a, :2] - landmarks_px[c, :2]))
-        v = float(np.linalg.norm(landmarks_px[b, :2] - landmarks_px[d, :2]))
-        out.append(max(h, v))
-    return out[0], out[1]
+    out = np.zeros((2, 2))
+    if landmarks_px.shape[0] < 478:
+        return out
+    for e, (a, b, c, d) in enumerate((_RIGHT_IRIS, _LEFT_IRIS)):
+        out[e, 0] = float(np.linalg.norm(landmarks_px[a, :2] - landmarks_px[c, :2]))
+        out[e, 1] = float(np.linalg.norm(landmarks_px[b, :2] - landmarks_px[d, :2]))
+    return out
 
 
 @dataclass
@@ -215,10 +217,11 @@ class FaceFitter:
         self._eye_centre_basis = np.stack(
             [model.identity_basis_mm[:, loop].astype(np.float64).mean(axis=1).T for loop in rig.loops])
         self._iris_offset = np.array([0.0, 0.0, rig.iris_depth_mm])
-        ring = getattr(correspondence, "iris_diameter_mm", None)
+        # What MediaPipe's ring chords measure on an 11.7 mm iris (its ring is not round), and how much to
+        # trust each: both measured on synthetic renders (``tools/bench_fitting.py --calibrate-iris``).
         scale = self.options.iris_diameter_mm / IRIS_DIAMETER_MM
-        self._iris_ring_mm = (float(ring) * scale if ring and float(ring) > 0
-                              else self.options.iris_diameter_mm)
+        self._iris_chords_mm = scale * np.asarray(self.options.iris_chords_mm, np.float64)
+        self._iris_chord_use = 1.0 / np.asarray(self.options.iris_chords_sd_mm, np.float64) ** 2
         self.mesher = MeshBuilder(model)
         self._state = _State(expression=np.zeros(self.n_exp), identity=np.zeros(self.n_id))
         self._locked_identity: np.ndarray | None = None
@@ -297,7 +300,7 @@ class FaceFitter:
     # ------------------------------------------------------------------ observations and init
     def _observe(self, track: FaceTrack) -> _Observation:
         lm = np.asarray(track.landmarks_px, np.float64)
-        iris = iris_diameters_px(lm) if lm.shape[0] >= 478 else (0.0, 0.0)
+        iris = iris_chords_px(lm)
         return _Observation(uv=lm[:N_SURFACE_LANDMARKS, :2], z_px=lm[:N_SURFACE_LANDMARKS, 2], iris_px=iris,
                             presence=float(track.presence), track_id=int(track.track_id))
 
@@ -445,20 +448,29 @@ class FaceFitter:
         """Rows (eyes × [6 pose | 100 identity]) and residuals of the iris depth term at the current state.
 
         The iris plane lies ``iris_depth`` in front of the eyeball centre (straight gaze); its depth must
-        equal f·D/d, with d the apparent ring diameter in px and D what MediaPipe's ring measures on an
-        11.7 mm iris.
-        Eyeball centres depend on identity only (expressions move the lids, not the eyes).
+        equal f·D/d. Each chord is compared with what it measures on an 11.7 mm iris (D_h, D_v) times its
+        foreshortening by the current head rotation (the disc's x / y axes projected on the image plane),
+        so head turns do not bias the scale. Eyeball centres depend on identity only.
         """
         st, opt, k = self._state, self.options, self.intrinsics
         rows = []
         res = []
-        for e, d_px in enumerate(obs.iris_px):
-            if d_px <= 2.0:
+        # Foreshortening of the disc's horizontal / vertical axes: model x and y seen through the rotation,
+        # projected on the image plane (columns 0 and 1 of R, their x/y components).
+        fore = np.hypot(st.rotation[0, :2], st.rotation[1, :2])
+        expected = self._iris_chords_mm * fore   # mm on the image plane per unit f/z
+        for e in range(2):
+            chords = obs.iris_px[e]
+            if chords.min() <= 2.0:
                 continue
+            # Least-squares f/z from both chords, then the depth it implies.
+            # Weighted least-squares f/z from both chords (weights: each chord's inverse variance).
+            f_over_z = float((chords * self._iris_chord_use) @ expected) / float(
+                (expected * self._iris_chord_use) @ expected)
             q = self._eye_centre_mean[e] + self._eye_centre_basis[e] @ st.identity + self._iris_offset
             y = st.rotation @ q
             z = y[2] + st.translation[2]
-            z_target = k.fx * self._iris_ring_mm / d_px
+            z_target = k.fx / f_over_z
             s = 1.0 / (opt.iris_sigma_rel * z_target)
             row = np.zeros(6 + (self.n_id if with_identity else 0))
             row[0], row[1], row[5] = y[1], -y[0], 1.0
@@ -562,7 +574,7 @@ class FaceFitter:
         iod = float(np.linalg.norm(obs.uv[33] - obs.uv[263])) if self.n_landmarks > 263 else 100.0
         rel = residual / max(iod, 1.0)
         confidence = float(np.clip(obs.presence, 0.0, 1.0) / (1.0 + (rel / 0.04) ** 2))
-        scale_source = "iris" if max(obs.iris_px) > 2.0 else "prior"
+        scale_source = "iris" if float(obs.iris_px.max()) > 2.0 else "prior"
         locked = self.identity_locked and self._verify is None   # not while re-checking a re-found face
         return self.make_fit(st.identity, st.expression, st.rotation, st.translation, residual, confidence,
                              locked, scale_source)
