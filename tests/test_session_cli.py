@@ -147,3 +147,23 @@ def test_run_window_mode_has_the_r_key_recorder(talking_video: Path) -> None:
         args = parser.parse_args(["run", "--video", str(talking_video), "--no-fit", *extra])
         sinks = run.build_sinks(args, VideoSource(talking_video), [])
         assert sum(isinstance(s, RecordingController) for s in sinks) == expected
+
+
+@pytest.mark.slow
+def test_record_ends_when_the_protocol_is_complete(tmp_path: Path, talking_video: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    proto = tmp_path / "short.toml"
+    proto.write_text('name = "short"\n[[exercise]]\nid = "rest"\nprompt = "Relax"\nprepare_s = 0.5\n'
+                     'hold_s = 1.0\nrest_s = 0\n[[exercise]]\nid = "smile_open"\nprompt = "Smile"\n'
+                     'prepare_s = 0.5\nhold_s = 0.5\nrest_s = 0.5\nrepetitions = 1\n')
+    rc, out, _ = _run(["record", "--video", str(talking_video), "--no-audio", "--no-fit", "--protocol",
+                       str(proto), "--out", str(tmp_path / "s"), "--subject", "short"], capsys)
+    assert rc == 0
+    folder = next((tmp_path / "s").glob("short_*"))
+    s = load_session(folder)
+    assert s.complete and s.manifest["protocol"]["completed"] is True
+    assert s.num_frames == 90  # 3.0 s of the 9.4 s video at 30 FPS, then the recording (and command) ended
+    assert s.frames["exercise"].to_pylist()[-1] == "smile_open"
+    assert s.frames["phase"].to_pylist()[-1] == "rest"
+    assert (folder / "protocol.toml").read_text() == proto.read_text()
+    assert "processed" in out
