@@ -30,8 +30,12 @@ class SmoothingOptions:
     rotation_beta: float = 3.0
     """Per rad/s of angular speed."""
     translation_min_cutoff_hz: float = 1.0
-    translation_beta: float = 0.05
-    """Per mm/s of head speed."""
+    translation_beta: float = 0.02
+    """Per mm/s of head speed, across the image (x, y: well measured, visible when late)."""
+    translation_z_min_cutoff_hz: float = 0.7
+    translation_z_beta: float = 0.003
+    """Depth (z) is the least certain coordinate of a monocular fit (its frame-to-frame noise is several
+    times that of x, y) and the least visible when late: it gets its own, lower cutoff."""
     expression_min_cutoff_hz: float = 1.5
     expression_beta: float = 3.0
     """Per unit-weight/s."""
@@ -50,8 +54,8 @@ def _alpha(cutoff_hz: float | np.ndarray, dt: float) -> float | np.ndarray:
 class OneEuroFilter:
     """One Euro filter on a vector; ``per_component`` gives each component its own speed-driven cutoff."""
 
-    def __init__(self, min_cutoff_hz: float, beta: float, derivative_cutoff_hz: float = 1.0,
-                 per_component: bool = True) -> None:
+    def __init__(self, min_cutoff_hz: float | np.ndarray, beta: float | np.ndarray,
+                 derivative_cutoff_hz: float = 1.0, per_component: bool = True) -> None:
         self.min_cutoff_hz = min_cutoff_hz
         self.beta = beta
         self.derivative_cutoff_hz = derivative_cutoff_hz
@@ -109,8 +113,9 @@ class PoseExpressionSmoother:
         self.options = o
         self._f = _FaceFilters(
             rotation=OneEuroFilter(o.rotation_min_cutoff_hz, o.rotation_beta, o.derivative_cutoff_hz, False),
-            translation=OneEuroFilter(o.translation_min_cutoff_hz, o.translation_beta, o.derivative_cutoff_hz,
-                                      False),
+            translation=OneEuroFilter(
+                np.array([o.translation_min_cutoff_hz] * 2 + [o.translation_z_min_cutoff_hz]),
+                np.array([o.translation_beta] * 2 + [o.translation_z_beta]), o.derivative_cutoff_hz, True),
             expression=OneEuroFilter(o.expression_min_cutoff_hz, o.expression_beta, o.derivative_cutoff_hz,
                                      True),
         )

@@ -297,13 +297,17 @@ def step_response(rep: Report, smoothing: SmoothingOptions) -> None:
         for i in range(30):
             sm(i / 30.0, p0.rotation, p0.translation_mm, e0)
         p1 = pose_from_euler(20.0, 0.0, 0.0, 600.0) if kind == "rotation" else p0
+        if kind == "translation":
+            p1 = pose_from_euler(0.0, 0.0, 0.0, 600.0, (50.0, 0.0))
         e1 = e0.copy()
         if kind == "expression":
             e1[10] = 1.0
         for k in range(1, 30):
-            r, _, e = sm((29 + k) / 30.0, p1.rotation, p1.translation_mm, e1)
+            r, t, e = sm((29 + k) / 30.0, p1.rotation, p1.translation_mm, e1)
             if kind == "expression":
                 reached = e[10] >= 0.9
+            elif kind == "translation":
+                reached = t[0] - p0.translation_mm[0] >= 45.0
             else:
                 ang = math.degrees(math.acos(float(np.clip((np.trace(r @ p0.rotation.T) - 1) / 2, -1, 1))))
                 reached = ang >= 18.0
@@ -315,6 +319,8 @@ def step_response(rep: Report, smoothing: SmoothingOptions) -> None:
             "≤ 2", "frames")
     rep.add("step response", "frames to 90 %, 20° head-turn step", frames_to_90("rotation"), None, "", "≤ 2",
             "frames")
+    rep.add("step response", "frames to 90 %, 50 mm sideways step", frames_to_90("translation"), None, "",
+            "≤ 2", "frames")
 
 
 def photos(rep: Report, model: MorphableModel, corr: Any, images: Path) -> None:
