@@ -110,6 +110,7 @@ def main() -> int:
     rec: list[dict[str, Any]] = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
+        one_run(video, Path(tmp) / "warmup")  # not counted: first-use costs (model load, caches, encoder)
         for i in range(args.repeats):
             base.append(one_run(video, None))
             rec.append(one_run(video, Path(tmp) / f"run{i}"))
