@@ -53,12 +53,22 @@ def sounddevice_stream(samplerate: int, channels: int, callback: Callback) -> In
         import sounddevice as sd
     except OSError as exc:  # PortAudio library missing
         raise AudioUnavailableError(f"PortAudio not available: {exc}") from None
-    try:
-        stream: InputStream = sd.InputStream(samplerate=samplerate, channels=channels, dtype="int16",
-                                             callback=callback, latency="low")
-    except Exception as exc:  # sd.PortAudioError, ValueError for an invalid device
+    rates = [samplerate]
+    try:  # a device that cannot do the asked rate is opened at its own default rate
+        default = int(sd.query_devices(kind="input")["default_samplerate"])
+        if default != samplerate:
+            rates.append(default)
+    except Exception as exc:  # no input device at all
         raise AudioUnavailableError(f"no audio input: {exc}") from None
-    return stream
+    error: Exception | None = None
+    for rate in rates:
+        try:
+            stream: InputStream = sd.InputStream(samplerate=rate, channels=channels, dtype="int16",
+                                                 callback=callback, latency="low")
+            return stream
+        except Exception as exc:  # sd.PortAudioError (unsupported rate), ValueError
+            error = exc
+    raise AudioUnavailableError(f"no audio input: {error}")
 
 
 @dataclass(slots=True)
