@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from realtime.camera import Intrinsics
-from realtime.errors import OutputError
+from realtime.errors import MissingResourceError, OutputError
 from realtime.facemodel import MorphableModel
 from realtime.render import RENDER_MODES, OffscreenRenderer, orbit_view_matrix, quad_diagonals
-from realtime.results import FaceFit, FrameResult
+from realtime.results import FaceFit, FrameResult, Pose
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class ViewStyle:
     specular: float = 0.12
     landmarks: bool = True
     """Tracked MediaPipe landmarks as dots over the frame."""
+    orbit_follows_head: bool = True
+    """3D view angles relative to the camera (the head's own turns are seen) or, when False, to the face
+    (a fixed three-quarter view of the face whatever its pose)."""
 
     def __post_init__(self) -> None:
         if self.mode not in RENDER_MODES:
@@ -79,26 +82,41 @@ class MeshDisplay:
 
 
 def orbit_distance_mm(vertices_mm: np.ndarray, fov_deg: float,
-                      margin: float = 1.05) -> tuple[np.ndarray, float]:
+                      margin: float = 0.95) -> tuple[np.ndarray, float]:
     """Centre of the mesh and the orbit distance at which it fills the view (seen from any side)."""
     lo, hi = vertices_mm.min(axis=0), vertices_mm.max(axis=0)
     center = 0.5 * (lo + hi)
     radius = 0.5 * float(np.max(hi - lo))
-    return center, margin * radius / math.tan(math.radians(fov_deg) / 2.0) + 0.5 * radius
+    return center, margin * radius / math.tan(math.radians(fov_deg) / 2.0) + 0.3 * radius
 
 
 def orbit_view_params(vertices_mm: np.ndarray, rect: tuple[int, int, int, int], style: ViewStyle, *,
                       yaw_deg: float | None = None, pitch_deg: float | None = None, zoom: float = 1.0,
                       texture_image: np.ndarray | None = None, texture_intrinsics: Intrinsics | None = None,
                       scalars: np.ndarray | None = None, scalar_range: tuple[float, float] | None = None,
-                      hidden_edges: np.ndarray | None = None) -> dict[str, Any]:
-    """Renderer arguments (everything but vertices and triangles) of the 3D view into ``rect``."""
+                      hidden_edges: np.ndarray | None = None,
+                      face_pose: Pose | None = None) -> dict[str, Any]:
+    """Renderer arguments (everything but vertices and triangles) of the 3D view into ``rect``.
+
+    With ``face_pose`` the head's rotation is taken out first, so the orbit angles are relative to the
+    face (yaw 0 = seen from the front) instead of to the camera.
+    """
     w, h = rect[2], rect[3]
     fov = style.orbit_fov_deg
     intr = Intrinsics.from_fov(w, h, fov) if w >= h else _fov_vertical(w, h, fov)
-    center, distance = orbit_distance_mm(vertices_mm, min(fov, intr.horizontal_fov_deg))
+    pre = np.eye(4)
+    if face_pose is not None:
+        # camera -> the same head turned to face the camera, in place: F R^T (p - t) + t.
+        turn = np.diag([1.0, -1.0, -1.0]) @ np.asarray(face_pose.rotation, dtype=np.float64).T
+        t = np.asarray(face_pose.translation_mm, dtype=np.float64)
+        pre[:3, :3] = turn
+        pre[:3, 3] = t - turn @ t
+    lo, hi = vertices_mm.min(axis=0), vertices_mm.max(axis=0)
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    center, distance = orbit_distance_mm(corners @ pre[:3, :3].T + pre[:3, 3],
+                                         min(fov, intr.horizontal_fov_deg))
     view = orbit_view_matrix(center, style.orbit_yaw_deg if yaw_deg is None else yaw_deg,
-                             style.orbit_pitch_deg if pitch_deg is None else pitch_deg, distance / zoom)
+                             style.orbit_pitch_deg if pitch_deg is None else pitch_deg, distance / zoom) @ pre
     mode = style.mode
     if (mode == "textured" and texture_image is None) or (mode == "heatmap" and scalars is None):
         mode = "lit"
@@ -137,7 +155,8 @@ def _fov_vertical(w: int, h: int, fov_deg: float) -> Intrinsics:
 
 def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: np.ndarray | None,
                   display: MeshDisplay, intrinsics: Intrinsics, style: ViewStyle,
-                  landmarks_px: list[np.ndarray] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                  landmarks_px: list[np.ndarray] | None = None, out: np.ndarray | None = None,
+                  face_pose: Pose | None = None) -> np.ndarray:
     """The camera frame with the mesh drawn in place and a square 3D view in the bottom-right corner.
 
     ``renderer`` must have the image's size. Without a mesh (no fit) only the landmarks are drawn.
@@ -164,7 +183,8 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
     # (The textured 3D view needs the untouched frame; when drawing in place it falls back to "lit".)
     draw_orbit_view(renderer, vertices_mm, display.view_triangles, rect, style,
                     texture_image=image if out is not image else None, texture_intrinsics=intrinsics,
-                    hidden_edges=display.view_hidden_edges, reuse_mesh=True, out=out)
+                    hidden_edges=display.view_hidden_edges,
+                    face_pose=None if style.orbit_follows_head else face_pose, reuse_mesh=True, out=out)
     return out
 
 
@@ -187,21 +207,29 @@ class MeshOverlay:
         self.style = style or ViewStyle()
         self.samples = samples
         self._renderer: OffscreenRenderer | None = None
-        self._out: np.ndarray | None = None
+        self._unavailable = False
 
     def __call__(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
         from realtime.annotate import AnnotateOptions, annotate
 
         h, w = image.shape[:2]
+        fit = next((f.fit for f in result.faces if f.fit is not None), None)
         r = self._renderer
-        if r is None or (r.width, r.height) != (w, h):
+        if not self._unavailable and (r is None or (r.width, r.height) != (w, h)):
             if r is not None:
                 r.release()
-            r = self._renderer = OffscreenRenderer(w, h, samples=self.samples)
-        fit = next((f.fit for f in result.faces if f.fit is not None), None)
+            try:
+                r = self._renderer = OffscreenRenderer(w, h, samples=self.samples)
+            except MissingResourceError as exc:  # no EGL here: keep writing the video, without meshes
+                log.warning("the video shows no meshes: %s", exc)
+                self._unavailable = True
+                r = self._renderer = None
+        if r is None:
+            return annotate(image, result, AnnotateOptions())
         landmarks = [f.track.landmarks_px for f in result.faces]
         compose_views(r, image, None if fit is None else fit.vertices_mm, self.display,
-                      self.intrinsics_for_size(w, h), self.style, landmarks, out=image)
+                      self.intrinsics_for_size(w, h), self.style, landmarks, out=image,
+                      face_pose=None if fit is None else fit.pose)
         # Boxes and the frame label from the tracking annotations (landmarks are drawn above already).
         return annotate(image, result, AnnotateOptions(landmarks=False, boxes=fit is None))
 
@@ -211,10 +239,34 @@ class MeshOverlay:
             self._renderer = None
 
 
+def mesh_overlay_for(stages: list[Any], style: ViewStyle | None = None) -> MeshOverlay | None:
+    """The ``--output`` video's ``draw`` for a pipeline with a "fit" stage (its model and camera), else None
+    (the video then keeps the plain tracking annotations)."""
+    fit = next((s for s in stages if getattr(s, "name", "") == "fit"), None)
+    model = getattr(fit, "model", None)
+    resolver = getattr(fit, "intrinsics", None)
+    if model is None or resolver is None:
+        return None
+    return MeshOverlay(model, resolver.for_size, style)
+
+
+def check_render_path(path: str | Path) -> Path:
+    """Fail early (``OutputError``) when a ``--render`` PNG cannot be written."""
+    import os
+
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise OutputError(f"--render needs a .png path, got {p}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir() or (parent.exists() and not os.access(parent, os.W_OK)):
+        raise OutputError(f"cannot write {p}")
+    return p
+
+
 def render_reconstruction(image: np.ndarray, fit: FaceFit, model: MorphableModel, intrinsics: Intrinsics,
                           style: ViewStyle | None = None) -> np.ndarray:
     """Side-by-side picture of a one-shot reconstruction: the photo with the mesh in place | the 3D view."""
-    style = style or ViewStyle(overlay_opacity=0.6)
+    style = style or ViewStyle(overlay_opacity=0.6, orbit_follows_head=False)
     display = MeshDisplay.from_model(model)
     h, w = image.shape[:2]
     canvas = np.empty((h, w + h, 3), dtype=np.uint8)
@@ -225,7 +277,8 @@ def render_reconstruction(image: np.ndarray, fit: FaceFit, model: MorphableModel
                  background=canvas, opacity=style.overlay_opacity, wireframe_overlay=style.wireframe,
                  specular=style.specular, hidden_edges=display.overlay_hidden_edges, out=canvas)
         draw_orbit_view(r, fit.vertices_mm, display.view_triangles, (w, 0, h, h), style, reuse_mesh=True,
-                        hidden_edges=display.view_hidden_edges, out=canvas)
+                        hidden_edges=display.view_hidden_edges,
+                        face_pose=None if style.orbit_follows_head else fit.pose, out=canvas)
     return canvas
 
 
@@ -234,9 +287,7 @@ def render_reconstruction_png(image: np.ndarray, fit: FaceFit, model: MorphableM
     """Write :func:`render_reconstruction` as a PNG (``OutputError`` when it cannot be written)."""
     from PIL import Image
 
-    p = Path(path)
-    if p.suffix.lower() != ".png":
-        raise OutputError(f"--render needs a .png path, got {p}")
+    p = check_render_path(path)
     picture = render_reconstruction(image, fit, model, intrinsics, style)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -124,6 +124,11 @@ class VideoWriterSink:
         while True:
             item = self._queue.get()
             if item is None:
+                # A drawing callable with resources (the mesh renderer's GL context) releases them on
+                # this thread, the one that created and used them.
+                release = getattr(self.draw, "close", None)
+                if callable(release):
+                    release()
                 return
             if self._error is not None:
                 continue

@@ -266,7 +266,7 @@ class LiveWindow:
         if self._cam is None or (self._cam.width, self._cam.height) != (fw, fh):
             if self._cam is not None:
                 self._cam.release()
-            self._cam = OffscreenRenderer(fw, fh, ctx=self.ctx)
+            self._cam = OffscreenRenderer(fw, fh, ctx=self.ctx, samples=None)
         scalars = self._asymmetry(fit) if self.style.mode == "heatmap" else None
         mode = self.style.mode if (self.style.mode != "heatmap" or scalars is not None) else "lit"
         self._overlay_box = self._cam.draw(
@@ -281,12 +281,13 @@ class LiveWindow:
         if self._orbit is None or (self._orbit.width, self._orbit.height) != (pw, ph):
             if self._orbit is not None:
                 self._orbit.release()
-            self._orbit = OffscreenRenderer(pw, ph, ctx=self.ctx)
+            self._orbit = OffscreenRenderer(pw, ph, ctx=self.ctx, samples=None)
         view_scalars = self._asymmetry(fit) if self.style.mode == "heatmap" else None
         self._orbit.draw(fit.vertices_mm, self.display.view_triangles, **orbit_view_params(
             fit.vertices_mm, (0, 0, pw, ph), self.style, yaw_deg=self.orbit_yaw, pitch_deg=self.orbit_pitch,
             zoom=self.zoom, texture_image=image, texture_intrinsics=intr, scalars=view_scalars,
-            scalar_range=ASYMMETRY_RANGE_MM, hidden_edges=self.display.view_hidden_edges))
+            scalar_range=ASYMMETRY_RANGE_MM, hidden_edges=self.display.view_hidden_edges,
+            face_pose=None if self.style.orbit_follows_head else fit.pose))
 
     def _asymmetry(self, fit: Any) -> np.ndarray | None:
         return asymmetry_mm(self.model, fit) if self.model is not None else None

@@ -105,6 +105,8 @@ def register(subparsers: Any) -> None:
     add_camera_arguments(p)
     p.add_argument("--texture-size", type=int, default=TEXTURE_SIZE, metavar="PX",
                    help=f"texture.png size (default {TEXTURE_SIZE})")
+    p.add_argument("--render", metavar="OUT.png",
+                   help="also write a picture: the photo with the fitted face in place | the 3D face")
     p.set_defaults(func=main)
 
 
@@ -143,6 +145,10 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     image = read_image(image_path)
     prepare_output_dir(out)
+    if args.render:
+        from realtime.overlay import check_render_path
+
+        check_render_path(args.render)
     if args.texture_size < 16 or args.texture_size > 8192:
         raise BadInputError("--texture-size must be between 16 and 8192")
     h, w = image.shape[:2]
@@ -167,6 +173,12 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     write_reconstruction(out, model, fit, intr, texture, image_path, timings)
     timings["write"] = (time.perf_counter() - t0) * 1e3
+    if args.render:
+        from realtime.overlay import render_reconstruction_png
+
+        t0 = time.perf_counter()
+        render_reconstruction_png(image, fit, model, intr, args.render)
+        timings["render"] = (time.perf_counter() - t0) * 1e3
     total = (time.perf_counter() - t_start) * 1e3
     log.info("reconstruct: %s", ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items()))
     yaw, pitch, roll = fit.pose.euler_deg()
@@ -175,6 +187,8 @@ def main(args: argparse.Namespace) -> int:
           f"({total:.0f} ms)")
     for name in ("mesh.obj", "mesh.mtl", "texture.png", "landmarks68.json", "params.json"):
         print(f"wrote {out / name}")
+    if args.render:
+        print(f"wrote {args.render}")
     return 0
 
 

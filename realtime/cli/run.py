@@ -129,9 +129,11 @@ def build_sinks(args: argparse.Namespace, source: Any, stages: list[Any]) -> lis
         }
         sinks.append(ParquetSink(args.export, table_columns(args, stages), meta))
     if args.output:
+        from realtime.overlay import mesh_overlay_for
         from realtime.videoout import VideoWriterSink
 
-        sinks.append(VideoWriterSink(args.output, fps=source.fps))
+        # With fits, the video shows the fitted face in place and a 3D view (rendered headless, EGL).
+        sinks.append(VideoWriterSink(args.output, fps=source.fps, draw=mesh_overlay_for(stages)))
     if not args.headless:
         # the window's r key starts/stops a free session recording into ./sessions (realtime.session)
         from realtime.session.controller import free_recording_sink
