@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -386,8 +387,10 @@ class SyntheticGenerator:
     """Seeded renders of a morphable model with known parameters (``sample(**overrides)``).
 
     Overrides fix any part of a sample: ``identity``, ``expression`` (array or ``{name: weight}``),
-    ``yaw_deg``/``pitch_deg``/``roll_deg``/``distance_mm`` or a full ``pose``, ``sh_coeffs``, ``albedo``,
-    ``gaze_deg``, ``background`` (an image), ``clean=True`` (no blur/noise/JPEG), ``seed``.
+    ``yaw_deg``/``pitch_deg``/``roll_deg``/``distance_mm``/``offset_mm`` or a full ``pose``, ``sh_coeffs``,
+    ``albedo``, ``gaze_deg``, ``iris_rgb``, ``background`` (an image), ``clean=True`` (no blur/noise/JPEG),
+    ``seed``.
+    ``sequence(n_frames, ...)`` yields a video-like sequence of one person turning their head.
     """
 
     def __init__(self, model: MorphableModel, width: int = 512, height: int = 512, seed: int = 0,
@@ -466,7 +469,8 @@ class SyntheticGenerator:
             dist = float(overrides.pop("distance_mm", rng.uniform(*r.distance_mm)))
             # Keep the face about the same size in the image whatever the focal length.
             dist *= intr.fx / Intrinsics.from_fov(self.width, self.height, 50.0).fx
-            off = rng.uniform(-r.offset_fraction, r.offset_fraction, 2) * dist
+            off = np.asarray(overrides.pop("offset_mm", rng.uniform(-r.offset_fraction, r.offset_fraction, 2)
+                                           * dist), dtype=np.float64)
             pose = pose_from_euler(
                 float(overrides.pop("yaw_deg", rng.uniform(-r.yaw_deg, r.yaw_deg))),
                 float(overrides.pop("pitch_deg", rng.uniform(-r.pitch_deg, r.pitch_deg))),
@@ -475,7 +479,8 @@ class SyntheticGenerator:
         sh = np.asarray(overrides.pop("sh_coeffs", random_sh(rng)), dtype=np.float32)
         albedo = np.asarray(overrides.pop("albedo", random_albedo(rng, self.masks)), dtype=np.float32)
         gaze = np.asarray(overrides.pop("gaze_deg", gaze_from_expression(m, expression)), dtype=np.float64)
-        iris_rgb = IRIS_COLOURS[int(rng.integers(len(IRIS_COLOURS)))] * rng.uniform(0.8, 1.2)
+        iris_rgb = np.asarray(overrides.pop(
+            "iris_rgb", IRIS_COLOURS[int(rng.integers(len(IRIS_COLOURS)))] * rng.uniform(0.8, 1.2)))
         background = overrides.pop("background", None)
         if background is None:
             background = random_background(rng, self.width, self.height)
@@ -502,6 +507,35 @@ class SyntheticGenerator:
         return SyntheticSample(image=image, intrinsics=intr, identity=identity, expression=expression,
                                pose=pose, vertices_mm=verts_cam[:n].copy(), sh_coeffs=sh, albedo=albedo,
                                eye_centres_mm=(centres @ rot.T + tr), gaze_deg=gaze, seed=seed)
+
+    def sequence(self, n_frames: int, yaw_amplitude_deg: float = 40.0, period_frames: int = 60,
+                 expression_every: int = 15, seed: int | None = None,
+                 **fixed: Any) -> Iterator[SyntheticSample]:
+        """A video-like sequence of one person: identity, skin, lighting, background, iris and camera fixed;
+        yaw swings sinusoidally over ±``yaw_amplitude_deg``; expressions blend linearly between random key
+        expressions every ``expression_every`` frames. ``fixed`` overrides any per-sequence value."""
+        rng = np.random.default_rng(self._seed_seq.generate_state(1)[0] + 7919 * self._count
+                                    if seed is None else seed)
+        r = self.ranges
+        m = self.model
+        per_seq: dict[str, Any] = {
+            "identity": rng.normal(0.0, r.identity_scale, m.n_identity).astype(np.float32),
+            "albedo": random_albedo(rng, self.masks), "sh_coeffs": random_sh(rng),
+            "background": random_background(rng, self.width, self.height),
+            "iris_rgb": IRIS_COLOURS[int(rng.integers(len(IRIS_COLOURS)))],
+            "horizontal_fov_deg": 55.0, "distance_mm": float(np.mean(r.distance_mm)),
+            "pitch_deg": float(rng.uniform(-5, 5)), "roll_deg": float(rng.uniform(-5, 5)),
+            "offset_mm": (0.0, 0.0),
+        }
+        per_seq.update(fixed)
+        keys = [self.random_expression(rng) for _ in range(n_frames // max(expression_every, 1) + 2)]
+        for t in range(n_frames):
+            k, frac = divmod(t, max(expression_every, 1))
+            a = frac / max(expression_every, 1)
+            expr = (1 - a) * keys[k] + a * keys[k + 1]
+            yaw = yaw_amplitude_deg * math.sin(2 * math.pi * t / period_frames)
+            over = {"expression": expr, "yaw_deg": yaw, "seed": int(rng.integers(2**31)), **per_seq}
+            yield self.sample(**over)
 
     def scene_camera_vertices(self, sample: SyntheticSample) -> np.ndarray:
         """All scene vertices (face + proxies) of a sample in camera space, e.g. for ``render_ids``."""

@@ -155,3 +155,22 @@ def test_make_synthetic_writes_a_consistent_set(tmp_path: Path, face_model: Morp
         fx, fy, cx, cy = p["intrinsics"][i][:4]
         uv = np.stack([fx * lm[:, 0] / lm[:, 2] + cx, fy * lm[:, 1] / lm[:, 2] + cy], 1)
         np.testing.assert_allclose(uv, p["landmarks68_px"][i], atol=0.05)
+
+
+def test_sequence_keeps_the_person_and_turns_the_head(gen: SyntheticGenerator, tracker: object,
+                                                      face_model: MorphableModel) -> None:
+    frames = list(gen.sequence(12, yaw_amplitude_deg=40.0, period_frames=12, expression_every=4, seed=9))
+    assert len(frames) == 12
+    for f in frames[1:]:
+        np.testing.assert_array_equal(f.identity, frames[0].identity)
+        np.testing.assert_array_equal(f.albedo, frames[0].albedo)
+        np.testing.assert_array_equal(f.sh_coeffs, frames[0].sh_coeffs)
+    yaws = np.array([f.pose.euler_deg()[0] for f in frames])
+    np.testing.assert_allclose(yaws, 40.0 * np.sin(2 * np.pi * np.arange(12) / 12), atol=1e-6)
+    # Expressions change smoothly: every step is a quarter of a key-to-key change at most.
+    steps = np.abs(np.diff(np.stack([f.expression for f in frames]), axis=0)).max(axis=1)
+    assert steps.max() <= 0.26
+    # The head stays in place: the face centre moves only with the rotation (no random jumps).
+    centres = np.stack([f.pose.translation_mm + f.pose.rotation @ [0.0, 10.0, 60.0] for f in frames])
+    assert np.ptp(centres, axis=0).max() < 1e-6
+    assert _landmarks(tracker, frames[3].image) is not None  # 40° yaw, still tracked
