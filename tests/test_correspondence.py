@@ -104,15 +104,34 @@ def test_weights_from_spread() -> None:
 
 
 @pytest.mark.slow
-def test_builder_runs_end_to_end(tmp_path: Path) -> None:
-    """The tool renders, runs MediaPipe, back-projects and measures (tiny run; the shipped table used 400)."""
+def test_builder_runs_end_to_end_on_a_plugged_in_model(tmp_path: Path, face_model: MorphableModel) -> None:
+    """The tool renders, runs MediaPipe, back-projects and measures (tiny run; the shipped table used 400),
+    here for another model given in the packed format: the ICT mesh with its eye and mouth holes closed (no
+    eye openings: the eyeball anchors fall back to the iBUG eye landmarks)."""
+    from realtime.facemodel import boundary_loops
+
+    loops = [lp for lp in boundary_loops(face_model.triangles) if len(lp) < 80 and lp.max() < 9409]
+    fills = [np.stack([lp[0].repeat(len(lp) - 2), lp[1:-1], lp[2:]], 1) for lp in loops]
+    tris = np.concatenate([face_model.triangles, *fills]).astype(np.int32)
+    packed = tmp_path / "closed.npz"
+    np.savez(packed, neutral=face_model.mean_mm, identity_deltas=face_model.identity_basis_mm[:10],
+             expression_deltas=face_model.expression_basis_mm,
+             expression_names=np.array(face_model.expression_names), landmarks68=face_model.landmarks68,
+             face_area_vertices=np.int32(face_model.face_area_vertices), triangles=tris, name="closed-ict")
     out = tmp_path / "table.npz"
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "build_correspondence.py"), "--renders", "16",
-                           "--held-out", "4", "--size", "384", "--out", str(out), "--json"],
-                          capture_output=True, text=True, timeout=240, cwd=ROOT)
+    cmd = [sys.executable, str(ROOT / "tools" / "build_correspondence.py"), "--renders", "16", "--held-out",
+           "4", "--size", "384", "--model", "packed", "--model-path", str(packed), "--out", str(out),
+           "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
-    assert report["renders_used"] >= 14 and report["held_out"] >= 3
+    assert report["renders_used"] >= 12 and report["held_out"] >= 3
     assert report["all_px_median"] < 6.0
     assert set(report["regions"]) >= {"lips", "eye_l", "eye_r", "nose", "iris"}
-    assert read_correspondence(out).n_model_vertices == 11248
+    table = read_correspondence(out)
+    assert table.model_name == "closed-ict" and table.n_model_vertices == 11248
+    from realtime.facemodel import load_packed_npz
+
+    load_correspondence(load_packed_npz(packed), out)  # topology matches the plugged-in mesh
+    with pytest.raises(MissingResourceError):
+        load_correspondence(face_model, out)  # ... and not the original one

@@ -298,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--out", type=Path, default=None, help="write the table here (default: the package's)")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--model", default="ict-facekit", help="face model loader name (docs/face_models.md)")
+    ap.add_argument("--model-path", type=Path, default=None, help="the model's file or folder")
     ap.add_argument("--expression-max", type=float, default=0.6, help="max blendshape weight in the renders")
     ap.add_argument("--expression-active", type=int, default=2, help="max active blendshapes per render")
     ap.add_argument("--compare", type=Path, default=None, help="also measure this table on the held-out set")
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from realtime.correspondence import default_path
 
-    model = load_face_model()
+    model = load_face_model(args.model, args.model_path)
     start = time.perf_counter()
     with OffscreenRenderer(args.size, args.size) as renderer, mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, refine_landmarks=True, max_num_faces=1) as tracker:
