@@ -54,8 +54,9 @@ WINK_VIDEO_BILATERAL = ((16, 19), (51, 52), (66, 66), (79, 79), (94, 94), (108, 
                         (284, 285), (347, 347), (371, 371), (457, 457), (475, 475))
 WINK_VIDEO_FLICKER = (126, 207)
 """Eyes closed / rapid bilateral blinking (alternating frames)."""
-WINK_VIDEO_ONE_SIDED = ((388, 388, "left"),)
-"""The only one-sided closure: the subject's LEFT eye closed while the right is half open."""
+WINK_VIDEO_ONE_SIDED = ((388, 388, "left"), (482, 482, "left"), (525, 525, "left"))
+"""388: the subject's LEFT eye closed while the right is half open (the only one-sided closure);
+482, 525: both eyes open but the LEFT lid lower (glancing down/sideways)."""
 
 
 def region_rows(truth: ClinicalAnalysis, meas: ClinicalAnalysis) -> list[dict[str, Any]]:
@@ -241,8 +242,8 @@ def section_wink(model: MorphableModel, ev: MetricEvaluator, video: Path) -> dic
     # Baseline: call every event "both" (what a detector blind to sides would say).
     print(f"{series.n_frames} frames, {int(series.valid.sum())} fitted, {dt:.0f} s; {len(events)} events")
     print(f"bilateral blinks detected as 'both': {found_bilateral}/{len(WINK_VIDEO_BILATERAL)}")
-    print(f"one-sided closures on the correct side: {found_one_sided}/{len(WINK_VIDEO_ONE_SIDED)} "
-          f"(baseline 'always both': 0/{len(WINK_VIDEO_ONE_SIDED)})")
+    print(f"one-sided/asymmetric moments reported on the correct side: {found_one_sided}/"
+          f"{len(WINK_VIDEO_ONE_SIDED)} (baseline 'always both': 0/{len(WINK_VIDEO_ONE_SIDED)})")
     print(f"events with a wrong side: {len(wrong_side)}; events outside any true closure: {len(false_pos)}")
     for e in a.eye_closures:
         print(f"  frames {e.start_frame:4d}-{e.end_frame:4d}  {e.side:5s}  peak closure L {e.peak_left:.2f} "

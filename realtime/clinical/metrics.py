@@ -517,13 +517,20 @@ def _affected_side(items: Sequence[float], symmetry: Sequence[float]) -> Affecte
 
 
 def detect_eye_closures(frame_index: np.ndarray, closure: np.ndarray, valid: np.ndarray,
-                        on: float = 0.5, wink_difference: float = 0.35) -> list[EyeClosureEvent]:
+                        on_fraction: float = 0.5, min_on: float = 0.25,
+                        wink_ratio: float = 0.4) -> list[EyeClosureEvent]:
     """Eye-closure events (blinks and winks) from per-frame (left, right) closure completeness.
 
-    An event is a run of valid frames where either eye is at least ``on`` closed. It is one-sided when,
-    at the frames of the event, the mean closure of one eye exceeds the other's by ``wink_difference``.
+    An event is a run of valid frames where either eye is closed by at least ``on_fraction`` of the
+    session's closure scale (99th percentile of both eyes' closure, so that a fit that under-reaches full
+    closure still finds its blinks; never below ``min_on``). It is one-sided when, over the event's frames,
+    the less-closed eye's mean closure is below ``wink_ratio`` times the more-closed eye's.
     """
-    c = np.where(valid[:, None], closure, 0.0)
+    c = np.where(valid[:, None], np.nan_to_num(closure), 0.0)
+    if not np.any(valid):
+        return []
+    scale = float(np.percentile(c[valid], 99.0))
+    on = max(min_on, on_fraction * scale)
     active = (c.max(axis=1) >= on) & valid
     events: list[EyeClosureEvent] = []
     if not np.any(active):
@@ -531,13 +538,9 @@ def detect_eye_closures(frame_index: np.ndarray, closure: np.ndarray, valid: np.
     rows = np.flatnonzero(active)
     breaks = np.flatnonzero(np.diff(rows) > 1) + 1
     for chunk in np.split(rows, breaks):
-        mean_l, mean_r = c[chunk, 0].mean(), c[chunk, 1].mean()
-        if mean_l - mean_r >= wink_difference:
-            side = "left"
-        elif mean_r - mean_l >= wink_difference:
-            side = "right"
-        else:
-            side = "both"
+        mean_l, mean_r = float(c[chunk, 0].mean()), float(c[chunk, 1].mean())
+        hi, lo = max(mean_l, mean_r), min(mean_l, mean_r)
+        side = ("left" if mean_l > mean_r else "right") if lo < wink_ratio * hi else "both"
         events.append(EyeClosureEvent(int(frame_index[chunk[0]]), int(frame_index[chunk[-1]]), side,
                                       float(c[chunk, 0].max()), float(c[chunk, 1].max())))
     return events
