@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from realtime.paths import shared_dir  # noqa: E402
+from realtime.paths import shared_dir
 
 VIDEO_NAMES = ("talking_720p.mp4", "wink_blink_gaze.mp4", "expressions_cheekpuff_pucker_eyeroll.mp4")
 IMAGE_NAMES = ("lfpw_image_0010", "einstein", "takeo")
