@@ -465,6 +465,9 @@ class SyntheticGenerator:
         fov = float(overrides.pop("horizontal_fov_deg", rng.uniform(*r.horizontal_fov_deg)))
         intr = overrides.pop("intrinsics", None) or Intrinsics.from_fov(self.width, self.height, fov)
         pose = overrides.pop("pose", None)
+        pose_keys = {"yaw_deg", "pitch_deg", "roll_deg", "distance_mm", "offset_mm"} & set(overrides)
+        if pose is not None and pose_keys:
+            raise TypeError(f"give either pose or {sorted(pose_keys)}, not both")
         if pose is None:
             dist = float(overrides.pop("distance_mm", rng.uniform(*r.distance_mm)))
             # Keep the face about the same size in the image whatever the focal length.

@@ -75,6 +75,10 @@ def test_sample_is_seeded_and_honours_overrides(gen: SyntheticGenerator, face_mo
     assert s.albedo.shape == (face_model.n_vertices, 3) and s.sh_coeffs.shape == (9, 3)
     with pytest.raises(TypeError, match="unknown overrides"):
         gen.sample(yaw=3)
+    with pytest.raises(TypeError, match="either pose"):
+        gen.sample(pose=s.pose, yaw_deg=3.0)
+    same = gen.sample(pose=s.pose, identity=ident, expression=s.expression, seed=4)
+    np.testing.assert_allclose(same.vertices_mm, s.vertices_mm, atol=1e-4)
 
 
 def test_expression_sampling_one_sided(face_model: MorphableModel) -> None:
