@@ -83,6 +83,22 @@ def test_headless_run_writes_annotated_video_and_table(videos_dir: Path, tmp_pat
     assert table.num_rows == 30 and table["frame_index"].to_pylist() == list(range(30))
 
 
+def test_realtime_flag_paces_the_file(videos_dir: Path, tmp_path: Path) -> None:
+    proc = cli(
+        "--headless", "--no-fit", "--realtime", "--max-frames", "45",
+        "--video", str(videos_dir / "wink_blink_gaze.mp4"), "--export", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(tmp_path / "frames.parquet")
+    assert table.num_rows == 45
+    # Paced at 30 fps: processing took about as long as the source time it covered (unpaced: ~0.3 s).
+    ts = table["timestamp_s"].to_numpy()
+    wall = float(re.search(r"in ([\d.]+) s", proc.stdout).group(1))  # type: ignore[union-attr]
+    assert 1.3 < ts[-1] - ts[0] < 2.5 and wall > 0.8 * (ts[-1] - ts[0])
+    idx = table["frame_index"].to_numpy()
+    assert (idx[1:] - idx[:-1] - 1 == table["dropped_before"].to_numpy()[1:]).all()
+
+
 def test_image_input(images_dir: Path, tmp_path: Path) -> None:
     proc = cli("--headless", "--no-fit", "--image", str(images_dir / "takeo.jpg"), "--export", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
