@@ -5,6 +5,8 @@ Sections (all by default; pick with --only):
 
 * ``param``: synthetic patients from exact model parameters (right palsy 30 %, left palsy 50 % with
   fitter-like noise, healthy): affected side and per-region symmetry-ratio error vs the truth.
+* ``pose``: one right-palsy smile rendered at head yaws -30..30°: the model-space commissure excursion
+  ratio vs a 2D MediaPipe pixel baseline (how much head pose distorts each).
 * ``e2e``: the 30 % right palsy rendered to video (SyntheticGenerator: face + eyeball proxies, slow head
   motion), run through MediaPipe → fitter → smoothing → session recorder, loaded back and reported.
   Per-region ratio error next to the "symmetric face" baseline (ratio 1). Also writes the HTML report
@@ -254,9 +256,66 @@ def section_wink(model: MorphableModel, ev: MetricEvaluator, video: Path) -> dic
             "wrong_side": wrong_side, "false_positives": false_pos, "seconds": dt}
 
 
+def section_pose(model: MorphableModel, ev: MetricEvaluator) -> dict[str, Any]:
+    """Same expression seen under different head yaws: 3D model-space metric vs a 2D landmark baseline."""
+    from realtime.fitting import fit_image
+    from realtime.landmarks import FaceMeshTracker
+    from realtime.synthetic import SyntheticGenerator
+
+    print("\n== pose: a right-palsy smile (right gain 0.3) rendered at several head yaws ==")
+    spec = PatientSpec(right_gain=0.3)
+    names = model.expression_names
+    smile = np.zeros(model.n_expressions)
+    for k, w in (("mouthSmile_L", 1.0), ("mouthSmile_R", 1.0)):
+        smile[names.index(k)] = w
+    from realtime.clinical.patient import side_gains
+
+    smile *= side_gains(model, spec)
+    rest = np.zeros(model.n_expressions)
+    truth = ev.evaluate(None, smile[None], rest)["commissure_excursion_mm"][0]
+    rows = []
+    with SyntheticGenerator(model, 512, 512, seed=3) as gen, FaceMeshTracker(max_faces=1, static=True) as trk:
+        base = gen.sample(identity=np.zeros(model.n_identity), expression=rest, seed=3, clean=True,
+                          yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, distance_mm=520.0)
+        fixed = {"intrinsics": base.intrinsics, "sh_coeffs": base.sh_coeffs, "albedo": base.albedo}
+        for yaw in (-30.0, -15.0, 0.0, 15.0, 30.0):
+            fits, marks = [], []
+            for expr in (rest, smile):
+                img = gen.sample(identity=np.zeros(model.n_identity), expression=expr, seed=3, clean=True,
+                                 yaw_deg=yaw, pitch_deg=0.0, roll_deg=0.0, distance_mm=520.0, **fixed).image
+                fit = fit_image(img, model, intrinsics=base.intrinsics, tracker=trk)
+                tracks = trk.track(img)
+                if fit is None or not tracks:
+                    break
+                fits.append(fit)
+                marks.append(tracks[0].landmarks_px[:, :2])
+            if len(fits) < 2:
+                print(f"yaw {yaw:+.0f}: no face found")
+                continue
+            meas = ev.evaluate(fits[1].identity, fits[1].expression[None], fits[0].expression)
+            exc = meas["commissure_excursion_mm"][0]
+            # 2D baseline: MediaPipe mouth-corner pixel displacement (61 = subject's right, 291 = left).
+            d_r = float(np.linalg.norm(marks[1][61] - marks[0][61]))
+            d_l = float(np.linalg.norm(marks[1][291] - marks[0][291]))
+            rows.append({"yaw": yaw, "left_mm": float(exc[0]), "right_mm": float(exc[1]),
+                         "ratio": float(exc[1] / exc[0]) if exc[0] > 0 else float("nan"),
+                         "baseline_ratio_2d": d_r / d_l if d_l > 0 else float("nan")})
+    print(f"truth: commissure excursion L {truth[0]:.2f} mm, R {truth[1]:.2f} mm, "
+          f"R/L {truth[1] / truth[0]:.3f}")
+    print(f"{'yaw':>5s} {'L mm':>7s} {'R mm':>7s} {'R/L 3D':>7s} {'R/L 2D px (baseline)':>21s}")
+    for r in rows:
+        print(f"{r['yaw']:+5.0f} {r['left_mm']:7.2f} {r['right_mm']:7.2f} {r['ratio']:7.3f} "
+              f"{r['baseline_ratio_2d']:21.3f}")
+    ratios = np.array([r["ratio"] for r in rows])
+    base2d = np.array([r["baseline_ratio_2d"] for r in rows])
+    if ratios.size:
+        print(f"spread over yaw (max - min): 3D {np.ptp(ratios):.3f}, 2D baseline {np.ptp(base2d):.3f}")
+    return {"truth_left_mm": float(truth[0]), "truth_right_mm": float(truth[1]), "rows": rows}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=("param", "e2e", "wink"), action="append")
+    p.add_argument("--only", choices=("param", "pose", "e2e", "wink"), action="append")
     p.add_argument("--fps", type=float, default=15.0)
     p.add_argument("--repetitions", type=int, default=2)
     p.add_argument("--prepare", type=float, default=1.0)
@@ -269,7 +328,7 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    sections = args.only or ["param", "e2e", "wink"]
+    sections = args.only or ["param", "pose", "e2e", "wink"]
     model = load_face_model()
     ev = MetricEvaluator(model)
     results: dict[str, Any] = {}
@@ -282,6 +341,8 @@ def main() -> int:
     try:
         if "param" in sections:
             results["param"] = section_param(model, ev)
+        if "pose" in sections:
+            results["pose"] = section_pose(model, ev)
         if "e2e" in sections:
             if (work / "sessions" / "patient").exists():
                 shutil.rmtree(work / "sessions" / "patient")

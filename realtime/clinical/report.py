@@ -95,7 +95,7 @@ def render_heatmaps(model: MorphableModel, analysis: ClinicalAnalysis, expressio
 
     try:
         renderer = OffscreenRenderer(w, h)
-    except Exception as exc:
+    except Exception as exc:  # no usable OpenGL (no EGL, old driver): the report is still useful without
         log.warning("report: cannot create a renderer, no face renders (%s)", exc)
         return out
     with renderer:
