@@ -465,7 +465,8 @@ class OffscreenRenderer:
         prog = self._mesh_program(_MODE_INDEX[mode], expanded, background is not None)
         _mat4(prog, "u_view", view_m)
         _mat4(prog, "u_proj", projection_matrix(intr, *_clip_planes(zmin, zmax)))
-        _uniform(prog, "u_depth_range").value = (zmin, zmax)
+        # The visible (front) half of a head spans about the first half of its depth range.
+        _uniform(prog, "u_depth_range").value = (zmin, zmin + 0.55 * (zmax - zmin))
         _uniform(prog, "u_has_colors").value = mode == "lit" and "color" in self._mesh
         _uniform(prog, "u_albedo").value = DEFAULT_ALBEDO
         sh = self._default_sh if sh_coeffs is None else np.asarray(sh_coeffs, dtype=np.float32)

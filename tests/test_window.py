@@ -106,7 +106,7 @@ def test_live_window_shows_the_fitted_mesh_and_handles_keys(xvfb_display, talkin
                 bx0, by0, bx1, by1 = (round(v * scale) for v in box)
                 return img[top + by0:top + by1, left + bx0:left + bx1].astype(np.float32)
 
-            shown = np.asarray(Image.fromarray(frame).resize((cw, ch), Image.BILINEAR))
+            shown = np.asarray(Image.fromarray(frame).resize((cw, ch), Image.Resampling.BILINEAR))
             face_in_shot = crop(shot, (x0, y0, x1, y1), sx, screen_top, cx)
             face_in_frame = crop(shown, (x0, y0, x1, y1), sx, 0, 0)
             corner_in_shot = crop(shot, (20, 500, 200, 700), sx, screen_top, cx)
