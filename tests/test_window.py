@@ -142,3 +142,44 @@ def test_live_window_shows_the_fitted_mesh_and_handles_keys(xvfb_display, talkin
             assert window.closed
         finally:
             window.close()
+
+
+class _SlowStage:
+    """A processing stage that takes 0.6 s per frame (a stand-in for a slow engine)."""
+
+    name = "slow"
+
+    def process(self, result) -> None:
+        time.sleep(0.6)
+        result.timings_ms[self.name] = 600.0
+
+    def close(self) -> None:
+        pass
+
+
+def test_slow_processing_never_freezes_the_window(xvfb_display, talking_video) -> None:
+    import av
+
+    from realtime.capture import ArraySource
+    from realtime.pipeline import Pipeline
+    from realtime.window import LiveWindow
+
+    with av.open(str(talking_video)) as c:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(6), c.decode(video=0), strict=False)]
+    with Pipeline(ArraySource(frames), [_SlowStage()]) as pipe:
+        pipe.start()
+        window = LiveWindow(pipe, width=640, height=360)
+        try:
+            durations = []
+            t_end = time.monotonic() + 2.0
+            while time.monotonic() < t_end:
+                t0 = time.monotonic()
+                window.step()
+                durations.append(time.monotonic() - t0)
+            # Processing delivers fewer than 2 results per second; the window keeps drawing many frames a
+            # second and no redraw waits for the processing thread.
+            assert len(durations) > 15
+            assert max(durations[1:]) < 0.3, max(durations[1:])
+            assert window.displayed is not None
+        finally:
+            window.close()
