@@ -146,6 +146,13 @@ def check_accelerators() -> list[Check]:
             f"tensorrt {trt}" if trt else "not installed (pip install 'realtime-face[gpu]')",
         )
     )
+    try:
+        from realtime.engines.runtime import probe_backend
+
+        choice = probe_backend()
+        checks.append(Check("engine path", True, f"{choice.backend}: {choice.reason}"))
+    except Exception as exc:
+        checks.append(Check("engine path", False, f"{type(exc).__name__}: {exc}"))
     return checks
 
 

@@ -191,5 +191,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_register_install, _register_list)
+def _register_engines(sub: Any) -> None:
+    """``build-engines`` and ``import`` (network engines; realtime/cli/models_engines.py)."""
+    from realtime.cli.models_engines import register_build_engines, register_import
+
+    register_build_engines(sub)
+    register_import(sub)
+
+
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_register_install, _register_list, _register_engines)
 """Sub-command registrars; append new ones (e.g. build-engines, import) here."""

@@ -1,0 +1,198 @@
+"""Training code: the networks, the differentiable renderer (against the project's EGL renderer), the
+losses, and ONNX export parity on real crops from the shared videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def synthetic_sample(face_model):
+    from realtime.synthetic import SyntheticGenerator
+
+    with SyntheticGenerator(face_model, 256, 256, seed=5) as gen:
+        return gen.sample(seed=424242, yaw_deg=30.0, clean=True)
+
+
+@pytest.fixture(scope="module")
+def video_crops(videos_dir: Path) -> np.ndarray:
+    """(6, 3, 64, 64) float32 crops of real faces: MediaPipe on frames of two shared videos."""
+    import av
+
+    from realtime.engines.coeffs import CropSpec, crop_from_points, cut_crop
+    from realtime.landmarks import FaceMeshTracker
+
+    crops = []
+    with FaceMeshTracker(static=True) as tracker:
+        for name in ("talking_720p.mp4", "wink_blink_gaze.mp4"):
+            with av.open(str(videos_dir / name)) as c:
+                for k, frame in enumerate(c.decode(video=0)):
+                    if k % 40:
+                        continue
+                    img = frame.to_ndarray(format="rgb24")
+                    tracks = tracker.track(img)
+                    assert tracks, f"no face in {name} frame {k}"
+                    crop = crop_from_points(tracks[0].landmarks_px[:468], CropSpec(64))
+                    crops.append(cut_crop(img, crop).transpose(2, 0, 1).astype(np.float32) / 255.0)
+                    if len(crops) % 3 == 0:
+                        break
+    return np.stack(crops)
+
+
+def test_mobile_facernet_structure() -> None:
+    from realtime.engines.coeffs import CoefficientLayout
+    from realtime.training.nets import MobileFaceRNet, ResidualAttention, count_flops, count_parameters
+
+    torch.manual_seed(0)
+    net = MobileFaceRNet().eval()
+    assert 2.0e6 < count_parameters(net) < 2.7e6
+    assert sum(isinstance(m, ResidualAttention) for m in net.modules()) == 7
+    dil = [
+        m.dilation[0] for m in net.front.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] == 3
+    ]
+    assert dil.count(3) == 5  # one atrous conv per feature unit, five units
+    assert 0.05 < count_flops(net, 64) < 0.2
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, 64, 64))
+    layout = CoefficientLayout()
+    assert out.shape == (2, layout.size)
+    e = out[:, layout.slices()["expression"]]
+    assert float(e.min()) >= 0.0 and float(e.max()) <= 1.0
+
+
+def test_rasterizer_matches_egl_render_ids(face_model, synthetic_sample) -> None:
+    """Visible triangles of the torch rasterizer agree with the project's OpenGL renderer, pixel by pixel."""
+    from realtime.camera import Intrinsics
+    from realtime.render import OffscreenRenderer
+    from realtime.training.diffrender import interpolate, rasterize
+
+    s = synthetic_sample
+    n = face_model.narrow_face_area_vertices
+    tris = face_model.triangles[(face_model.triangles < n).all(axis=1)]
+    v = s.vertices_mm[:n].astype(np.float32)
+    uv = s.intrinsics.project(v)
+    lo, hi = uv.min(0), uv.max(0)
+    side = float(max(hi - lo)) * 1.2
+    size = 96
+    k = size / side
+    c = (lo + hi) / 2
+    intr = Intrinsics(
+        s.intrinsics.fx * k,
+        s.intrinsics.fy * k,
+        (s.intrinsics.cx - c[0]) * k + (size - 1) / 2,
+        (s.intrinsics.cy - c[1]) * k + (size - 1) / 2,
+        size,
+        size,
+    )
+    with OffscreenRenderer(size, size, samples=0) as r:
+        ids_gl, _ = r.render_ids(v, tris.astype(np.int32), intr)
+    pts = torch.from_numpy(intr.project(v)).float()[None]
+    frags = rasterize(pts, torch.from_numpy(v[:, 2])[None], torch.from_numpy(tris.astype(np.int64)), size)
+    ids_t = np.full((size, size), -1)
+    ids_t[frags.py.numpy(), frags.px.numpy()] = frags.triangle.numpy()
+    both = (ids_gl >= 0) & (ids_t >= 0)
+    iou = both.sum() / ((ids_gl >= 0) | (ids_t >= 0)).sum()
+    assert iou > 0.97, iou
+    assert (ids_gl[both] == ids_t[both]).mean() > 0.9
+    # Differentiable barycentric interpolation reproduces each pixel centre from the vertex positions.
+    pts.requires_grad_(True)
+    xy = interpolate(pts, pts, torch.from_numpy(tris.astype(np.int64)), frags)
+    centres = torch.stack([frags.px, frags.py], -1).float()
+    assert float((xy.detach() - centres).abs().max()) < 1e-3
+    xy.sum().backward()
+    assert pts.grad is not None and float(pts.grad.abs().sum()) > 0
+
+
+def test_losses_behave(face_model) -> None:
+    from realtime.engines.albedo import build_albedo_model
+    from realtime.engines.coeffs import CoefficientLayout
+    from realtime.training import losses as L
+    from realtime.training.diffrender import Fragments
+    from realtime.training.facelayer import FaceLayer
+
+    gt = torch.rand(2, 68, 2)
+    w = L.landmark_weights()
+    assert float(L.landmark_loss(gt, gt, w)) == 0.0
+    assert float(L.landmark_loss(gt + 0.1, gt, w)) == pytest.approx(0.02, rel=1e-4)
+    assert float(w[:17].sum()) == 8.5 and float(w[17:].sum()) == 51.0
+    frags = Fragments(
+        batch=torch.zeros(50, dtype=torch.long),
+        py=torch.arange(50),
+        px=torch.arange(50),
+        triangle=torch.zeros(50, dtype=torch.long),
+        size=64,
+    )
+    a = torch.rand(50, 3)
+    assert float(L.ssim_loss(a, a, frags, 1)) == pytest.approx(0.0, abs=1e-6)
+    assert float(L.ssim_loss(a, torch.rand(50, 3), frags, 1)) > 0.5
+    assert float(L.photometric_loss(a, a + 0.1, frags, 1)) == pytest.approx(0.1 * 3**0.5, rel=1e-4)
+    layer = FaceLayer(face_model, build_albedo_model(face_model), CoefficientLayout())
+    mean = layer.mean.view(1, -1, 3) * 0.1
+    noisy = mean + torch.randn_like(mean) * 0.3  # 3 mm noise (vertices in cm)
+    assert float(L.smoothness_loss(layer.laplacian(noisy))) > 10 * float(
+        L.smoothness_loss(layer.laplacian(mean))
+    )
+    assert float(L.skin_probability(torch.tensor([[0.8, 0.6, 0.5]]))) > 0.5
+    assert float(L.skin_probability(torch.tensor([[0.1, 0.8, 0.2]]))) < 0.05
+
+
+def test_albedo_model(face_model) -> None:
+    from realtime.engines.albedo import build_albedo_model
+
+    a = build_albedo_model(face_model)
+    b = build_albedo_model(face_model)
+    assert a.basis.shape == (10, face_model.n_vertices, 3)
+    assert np.array_equal(a.basis, b.basis)
+    lips = face_model.landmarks68[48:68]
+    assert a.mean[lips, 1].mean() < a.mean[:, 1].mean() - 0.1  # lips are redder (less green) than skin
+    c = a.colors(np.full(10, 3.0))
+    assert c.min() >= 0 and c.max() <= 1
+
+
+def test_labels_round_trip(face_model, synthetic_sample) -> None:
+    """Training labels decode back to the sample's camera pose and landmarks."""
+    from realtime.correspondence import load_correspondence
+    from realtime.engines.coeffs import CropSpec, camera_pose_from_local, crop_from_points
+    from realtime.training.data import make_record
+
+    s = synthetic_sample
+    corr = load_correspondence(face_model)
+    crop = crop_from_points(s.intrinsics.project(corr.points(s.vertices_mm)[:468]), CropSpec(64))
+    rec = make_record(
+        s.image,
+        s.intrinsics,
+        s.pose,
+        s.identity,
+        s.expression,
+        s.vertices_mm[face_model.landmarks68],
+        crop,
+        exact=True,
+    )
+    r, t = camera_pose_from_local(rec["rot6d"], rec["uvk"], s.intrinsics, crop)
+    assert np.allclose(r, s.pose.rotation, atol=1e-5)
+    assert np.allclose(t, s.pose.translation_mm, atol=1e-2)
+    assert rec["image"].shape == (64, 64, 3)
+    assert rec["lm68"].min() > 0.0 and rec["lm68"].max() < 1.0
+
+
+def test_onnx_parity_on_real_crops(tmp_path: Path, video_crops: np.ndarray) -> None:
+    from realtime.engines.coeffs import CoefficientLayout, CropSpec
+    from realtime.training.export import export_onnx, parity
+    from realtime.training.nets import MobileFaceRNet
+
+    torch.manual_seed(3)
+    net = MobileFaceRNet()
+    for m in net.modules():  # non-trivial batch-norm statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    for p in net.fc.parameters():
+        p.data.normal_(0, 0.05)
+    path = export_onnx(net, tmp_path / "m.onnx", "mobile-facernet", CoefficientLayout(), CropSpec(64))
+    assert parity(net, path, video_crops) <= 1e-4
