@@ -47,7 +47,8 @@ def test_exported_meshes_open_and_render(refined_dir: Path) -> None:
     assert len(glb.faces) == len(ply.faces) == len(coarse.faces) > 10_000
     # the refined mesh differs from the coarse one, but only by detail (a few mm at most)
     diff = np.linalg.norm(ply.vertices - coarse.vertices, axis=1)
-    assert 0.05 < np.median(diff) < 5.0
+    assert np.percentile(diff, 75) > 0.1       # the face moved (medium stage + detail) ...
+    assert np.percentile(diff, 99) < 6.0       # ... by mm, not by a broken transform
     pic = render_preview([(coarse.vertices, coarse.faces), (ply.vertices, ply.faces)], refined_dir / "p.png",
                          size=128)
     assert pic.shape == (128, 256, 3)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 from scipy.sparse.linalg import cg, spsolve
 
 from realtime.camera import Intrinsics
@@ -92,6 +92,12 @@ class SfsOptions:
     rtv_eps: float = 0.02
     lambda_specular: float = 0.5
     """λβ (paper)."""
+    depth0_smoothing_px: float = 1.0
+    """σ of the Gaussian that removes the triangle facets from the medium depth map before optimising."""
+    border_ramp_px: float = 6.0
+    """The detail fades in over this many pixels from the mask border (and from the eyes)."""
+    specular: bool = True
+    """ε = 1 in the depth phases (the paper); False keeps ε = 0 (matte skin)."""
     phases: tuple[tuple[float, float, float, float], ...] = (PHASE1, PHASE2)
     rounds_per_phase: int = 2
     """Albedo → specular → depth alternations per phase."""
@@ -282,8 +288,10 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     fixed_r = depth0[yy, xx + 1].astype(np.float64)
     fixed_d = depth0[yy + 1, xx].astype(np.float64)
     photo_w = np.asarray(opts.region_photo_weight, np.float64)[np.clip(regions, 0, 4)] * var
-    cover = np.maximum(gaussian_filter(valid * 1.0, 1.0), 1e-6)
-    smooth = gaussian_filter(np.where(valid, depth0, 0.0), 1.0) / cover
+    sig = opts.depth0_smoothing_px
+    # normalised convolution over the face pixels only: never blend across the jaw/ear silhouettes
+    cover = np.maximum(gaussian_filter(var * 1.0, sig), 1e-6)
+    smooth = gaussian_filter(np.where(var, depth0, 0.0), sig) / cover
     depth0 = np.where(var, smooth, depth0)
     x0 = depth0[yy, xx].astype(np.float64)
 
@@ -349,7 +357,7 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
             r_img = grid.scatter(resid)
             beta0 = np.maximum(gaussian_filter(r_img, 2.0)[yy, xx], 0.0)
             spec = np.maximum((resid + opts.lambda_specular * beta0) / (1.0 + opts.lambda_specular), 0.0)
-            spec = np.where(beta0 > 2.0 * np.median(np.abs(resid)), spec, 0.0)
+            spec = np.where(beta0 > 2.0 * np.median(np.abs(resid)), spec, 0.0) * float(opts.specular)
             # albedo update with the current normals
             shade_img = grid.scatter(shade, 1.0)
             g = optimise_albedo(image, shade_img, grid.scatter(spec), prior, photo_w, grid, opts,
@@ -395,6 +403,11 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
                 x = x + np.clip(step, -opts.max_step_mm, opts.max_step_mm)
         log.debug("sfs phase %d done: mean |detail| %.3f mm", phase + 1, float(np.abs(x - x0).mean()))
     timings["depth"] = (time.perf_counter() - t2) * 1e3
+    # fade the detail out toward the mask border and over the eyes (where it is unconstrained), so the
+    # detailed mesh has no cliff where refined and unrefined surface meet
+    reliable = var & (photo_w >= 0.3)
+    ramp = np.clip(distance_transform_edt(reliable) / max(opts.border_ramp_px, 1e-6), 0.0, 1.0)
+    x = x0 + (x - x0) * ramp[yy, xx]
     depth = depth0.astype(np.float64).copy()
     depth[yy, xx] = x
     normals = depth_normals(depth, intrinsics)

@@ -80,8 +80,13 @@ class RefinedFace:
         return float(coarse), float(refined)
 
 
-def make_crop(image: np.ndarray, vertices_mm: np.ndarray, model: MorphableModel, intrinsics: Intrinsics,
-              opts: RefineOptions) -> Crop:
+def make_crop(
+    image: np.ndarray,
+    vertices_mm: np.ndarray,
+    model: MorphableModel,
+    intrinsics: Intrinsics,
+    opts: RefineOptions,
+) -> Crop:
     face = vertices_mm[: model.face_area_vertices]
     px = intrinsics.project(face)
     lo, hi = px.min(axis=0), px.max(axis=0)
@@ -94,14 +99,20 @@ def make_crop(image: np.ndarray, vertices_mm: np.ndarray, model: MorphableModel,
     x1, y1 = int(min(np.ceil(hi[0]), intrinsics.width - 1)), int(min(np.ceil(hi[1]), intrinsics.height - 1))
     if x1 - x0 < 16 or y1 - y0 < 16:
         raise ValueError("the face is (almost) outside the image")
-    region = image[y0:y1 + 1, x0:x1 + 1]
+    region = image[y0 : y1 + 1, x0 : x1 + 1]
     w = max(round(region.shape[1] * scale), 16)
     h = max(round(region.shape[0] * scale), 16)
     sub = cv2.resize(region, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     # cv2.resize maps pixel centres: crop u' sees original x = x0 + (u' + 0.5) / sx - 0.5
     sx, sy = w / region.shape[1], h / region.shape[0]
-    k = Intrinsics(intrinsics.fx * sx, intrinsics.fy * sy, (intrinsics.cx - x0 + 0.5) * sx - 0.5,
-                   (intrinsics.cy - y0 + 0.5) * sy - 0.5, w, h)
+    k = Intrinsics(
+        intrinsics.fx * sx,
+        intrinsics.fy * sy,
+        (intrinsics.cx - x0 + 0.5) * sx - 0.5,
+        (intrinsics.cy - y0 + 0.5) * sy - 0.5,
+        w,
+        h,
+    )
     return Crop(float(x0), float(y0), sx, k, sub.astype(np.float64) / 255.0)
 
 
@@ -109,9 +120,16 @@ def _sample_depth(depth: np.ndarray, px: np.ndarray) -> np.ndarray:
     return np.asarray(sample_image(depth, px, order=0))
 
 
-def detailed_vertices(vertices: np.ndarray, raster_depth: np.ndarray, refined_depth: np.ndarray,
-                      mask: np.ndarray, k: Intrinsics, face_vertices: int) -> np.ndarray:
-    """Move visible face vertices along their camera ray to the refined depth (others unchanged)."""
+def detailed_vertices(
+    vertices: np.ndarray,
+    raster_depth: np.ndarray,
+    refined_depth: np.ndarray,
+    base_depth: np.ndarray,
+    mask: np.ndarray,
+    k: Intrinsics,
+    face_vertices: int,
+) -> np.ndarray:
+    """Move visible face vertices along their camera ray by the SFS detail (refined - base depth)."""
     out = vertices.astype(np.float64).copy()
     face = out[:face_vertices]
     px = k.project(face)
@@ -121,16 +139,23 @@ def detailed_vertices(vertices: np.ndarray, raster_depth: np.ndarray, refined_de
     m_ok = _sample_depth(mask.astype(np.float64), px) > 0.5
     visible = inside & m_ok & (np.abs(z_vis - face[:, 2]) < 3.0)
     # bilinear over the refined detail layer (refined - medium), added to the vertex's own depth
-    detail = sample_image(np.where(mask, refined_depth - raster_depth, 0.0), px)
+    detail = sample_image(np.where(mask, refined_depth - base_depth, 0.0), px)
     z_new = face[:, 2] + np.where(visible, detail, 0.0)
     face *= (z_new / face[:, 2])[:, None]
     out[:face_vertices] = face
     return out.astype(np.float32)
 
 
-def refine_snapshot(image: np.ndarray, track: FaceTrack, fit: FaceFit, model: MorphableModel,
-                    correspondence: Correspondence, intrinsics: Intrinsics,
-                    options: RefineOptions | None = None, atlas: UVAtlas | None = None) -> RefinedFace:
+def refine_snapshot(
+    image: np.ndarray,
+    track: FaceTrack,
+    fit: FaceFit,
+    model: MorphableModel,
+    correspondence: Correspondence,
+    intrinsics: Intrinsics,
+    options: RefineOptions | None = None,
+    atlas: UVAtlas | None = None,
+) -> RefinedFace:
     """Refine one frame. ``image`` (H, W, 3) uint8 RGB; ``fit`` the coarse fit of ``track``."""
     opts = options or RefineOptions()
     timings: dict[str, float] = {}
@@ -140,8 +165,15 @@ def refine_snapshot(image: np.ndarray, track: FaceTrack, fit: FaceFit, model: Mo
     if opts.medium:
         ids = correspondence.vertex_ids[:N_SURFACE]
         lw = landmark_weights(model, ids, correspondence.weights[:N_SURFACE])
-        med = laplacian_deform(coarse, tri, intrinsics, np.asarray(track.landmarks_px)[:N_SURFACE, :2],
-                               ids, correspondence.barycentric[:N_SURFACE], lw)
+        med = laplacian_deform(
+            coarse,
+            tri,
+            intrinsics,
+            np.asarray(track.landmarks_px)[:N_SURFACE, :2],
+            ids,
+            correspondence.barycentric[:N_SURFACE],
+            lw,
+        )
         medium = med.vertices_mm.astype(np.float64)
         lm_err = (med.landmark_error_px_before, med.landmark_error_px_after)
     else:
@@ -172,17 +204,37 @@ def refine_snapshot(image: np.ndarray, track: FaceTrack, fit: FaceFit, model: Mo
         timings[f"sfs.{key}"] = val
 
     t3 = time.perf_counter()
-    detailed = detailed_vertices(medium, depth0, sfs.depth, sfs.mask, k, model.face_area_vertices)
+    detailed = detailed_vertices(medium, depth0, sfs.depth, sfs.depth0, sfs.mask, k, model.face_area_vertices)
     atlas = atlas if atlas is not None and atlas.size == opts.uv_size else UVAtlas.build(model, opts.uv_size)
     disp, nmap, nmap0, valid = uv_maps(atlas, medium, tri, k, sfs, fit.pose.rotation)
     timings["uv"] = (time.perf_counter() - t3) * 1e3
     timings["total"] = (time.perf_counter() - t0) * 1e3
-    return RefinedFace(coarse.astype(np.float32), medium.astype(np.float32), detailed, tri, fit, intrinsics,
-                       crop, sfs, disp, nmap, nmap0, valid, lm_err, timings)
+    return RefinedFace(
+        coarse.astype(np.float32),
+        medium.astype(np.float32),
+        detailed,
+        tri,
+        fit,
+        intrinsics,
+        crop,
+        sfs,
+        disp,
+        nmap,
+        nmap0,
+        valid,
+        lm_err,
+        timings,
+    )
 
 
-def uv_maps(atlas: UVAtlas, vertices: np.ndarray, triangles: np.ndarray, k: Intrinsics, sfs: SfsResult,
-            rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def uv_maps(
+    atlas: UVAtlas,
+    vertices: np.ndarray,
+    triangles: np.ndarray,
+    k: Intrinsics,
+    sfs: SfsResult,
+    rotation: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Displacement (mm, along the outward normal) and model-space normal maps in UV space."""
     pos = atlas.gather(vertices)
     nrm = atlas.gather(vertex_normals(vertices, triangles))

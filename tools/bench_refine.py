@@ -1,0 +1,513 @@
+#!/usr/bin/env python
+"""Benchmark of the keyframe refinement (issue 7): detail, photos, two-view, speed, live-loop cost.
+
+Sections (each prints a table; ``--json`` prints everything as one JSON object):
+
+* detail   — synthetic renders of the model with wrinkles/bumps of known position
+             (``realtime.refine.detail_synth``): correlation of the recovered fine normal detail with the
+             truth, in image space and in the UV normal map, interior of the face (6 px / 4 texels in
+             from the mask border); baselines: the coarse mesh (no detail) and "dark is deep" (the
+             high-passed image luminance taken as height).
+* photos   — the real photos in ../shared/data/images: photometric error (mean |I - render|, grey levels)
+             of the coarse and the refined render over the refined face (all pixels and interior), stage
+             times (wall and CPU seconds of this process).
+* twoview  — synthetic front (|yaw| < 5°) + side (40-55°) renders of the same identity (MediaPipe landmarks
+             on the renders): mean face-area vertex error (mm, after rigid alignment) of the best single
+             view, the joint fit, and the mean face.
+* live     — the application's pipeline (``realtime-face run`` stages, 720p video paced at 30 FPS): p95
+             frame time without and with the refinement worker busy (alternating runs).
+* network  — the DECA-style detail network (``engines/detail_uv.onnx``) if present: CPU latency via
+             onnxruntime and correlation of its displacement maps with the SFS maps on held-out samples.
+
+    .venv/bin/python tools/bench_refine.py [--sections detail,photos,twoview,live,network] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np
+
+LIGHT_SKIN = np.array([0.82, 0.64, 0.54], np.float32)
+
+
+def studio_sh(rng: np.random.Generator) -> np.ndarray:
+    """Ambient plus one key light from the upper left/right front (a common portrait set-up)."""
+    side = rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.4)
+    sh = np.zeros((9, 3), np.float32)
+    sh[0] = 0.5 / 0.282095
+    sh[1] = -rng.uniform(0.15, 0.3) / 0.488603
+    sh[2] = -0.5 / 0.488603
+    sh[3] = side / 0.488603
+    return sh
+
+
+def interior(mask: np.ndarray, px: int) -> np.ndarray:
+    from scipy.ndimage import binary_erosion
+
+    return np.asarray(binary_erosion(mask, iterations=px))
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel(), b.ravel()
+    if a.size < 10 or a.std() < 1e-12 or b.std() < 1e-12:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# ---------------------------------------------------------------------------------------------- detail
+def bench_detail(n: int, seed: int) -> dict[str, Any]:
+    from realtime.correspondence import load_correspondence
+    from realtime.facemodel import load_face_model
+    from realtime.refine.detail_synth import highpass, render_detail_sample
+    from realtime.refine.job import RefineEngine, RefineRequest
+    from realtime.refine.sfs import depth_normals
+    from realtime.synthetic import SyntheticGenerator
+
+    model = load_face_model()
+    corr_tab = load_correspondence(model)
+    rows = []
+    with SyntheticGenerator(model, 512, 512, seed=seed) as gen, RefineEngine(model, corr_tab) as eng:
+        for i in range(n):
+            rng = np.random.default_rng(seed * 1000 + i)
+            ds = render_detail_sample(
+                gen,
+                model,
+                eng.atlas,
+                seed * 1000 + i,
+                distance_mm=330.0,
+                albedo=np.tile(LIGHT_SKIN, (model.n_vertices, 1)),
+                sh_coeffs=studio_sh(rng),
+            )
+            try:
+                out, ref = eng.run(RefineRequest(image=ds.image, intrinsics=ds.intrinsics))
+            except Exception as exc:  # a failed sample is reported, not hidden
+                rows.append({"sample": i, "error": str(exc)})
+                continue
+            s = ref.sfs
+            k = ref.crop.intrinsics
+            nt, covered = ds.camera_normals(k)
+            ns, _ = ds.camera_normals(k, displaced=False)
+            m = interior(s.mask & covered, 6)
+            truth = (nt - ns)[m]
+            rec = (s.normals - s.normals0)[m]
+            lum = ref.crop.image @ np.array([0.299, 0.587, 0.114])
+            height = highpass(lum, s.mask, 3.0) * 10.0  # dark = deep, 10 mm per unit of intensity
+            nb = depth_normals(s.depth0 - height, k)
+            base = (nb - depth_normals(s.depth0, k))[m]
+            v = interior(ref.uv_valid, 4)
+            uv_truth = (ds.normal_uv - ds.smooth_normal_uv)[v]
+            uv_rec = (ref.normal_uv - ref.coarse_normal_uv)[v]
+            rows.append(
+                {
+                    "sample": i,
+                    "pixels": int(m.sum()),
+                    "texels": int(v.sum()),
+                    "image_corr_refined": corr(rec, truth),
+                    "image_corr_dark_is_deep": corr(base, truth),
+                    "image_corr_coarse": 0.0,
+                    "uv_corr_refined": corr(uv_rec, uv_truth),
+                    "uv_disp_corr": corr(ref.displacement_uv[v], ds.height_uv[v]),
+                    "photometric_coarse": ref.photometric_errors()[0],
+                    "photometric_refined": ref.photometric_errors()[1],
+                    "refine_s": out.timings_ms["total"] / 1e3,
+                }
+            )
+    ok = [r for r in rows if "error" not in r]
+    summary = {k: statistics.mean(r[k] for r in ok) for k in ok[0] if k != "sample"} if ok else {}
+    return {"samples": rows, "mean": summary}
+
+
+# ---------------------------------------------------------------------------------------------- photos
+def bench_photos(images: list[Path]) -> dict[str, Any]:
+    from realtime.correspondence import load_correspondence
+    from realtime.errors import UserError
+    from realtime.facemodel import load_face_model
+    from realtime.refine.job import RefineEngine, RefineRequest, load_rgb
+
+    model = load_face_model()
+    rows = []
+    with RefineEngine(model, load_correspondence(model)) as eng:
+        eng.run(RefineRequest(image=load_rgb(images[0])))  # warm-up (imports, tracker graph)
+        for path in images:
+            img = load_rgb(path)
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                out, ref = eng.run(RefineRequest(image=img, out_dir=None))
+            except UserError as exc:
+                rows.append({"image": path.name, "error": str(exc)})
+                continue
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            s = ref.sfs
+            m_in = interior(s.mask, 6)
+            img_c = ref.crop.image
+            e_in = [float(np.abs(s.render(refined=r) - img_c)[m_in].mean() * 255) for r in (False, True)]
+            coarse, refined = ref.photometric_errors()
+            rows.append(
+                {
+                    "image": path.name,
+                    "size": f"{img.shape[1]}x{img.shape[0]}",
+                    "crop": f"{img_c.shape[1]}x{img_c.shape[0]}",
+                    "photometric_coarse": coarse,
+                    "photometric_refined": refined,
+                    "reduction_pct": 100.0 * (1.0 - refined / coarse),
+                    "interior_coarse": e_in[0],
+                    "interior_refined": e_in[1],
+                    "interior_reduction_pct": 100.0 * (1.0 - e_in[1] / e_in[0]),
+                    "landmark_px_coarse": ref.landmark_error_px[0],
+                    "landmark_px_medium": ref.landmark_error_px[1],
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    "stages_ms": {k: round(v, 1) for k, v in out.timings_ms.items()},
+                }
+            )
+    return {"images": rows}
+
+
+def bench_export(image: Path, out_dir: Path) -> dict[str, Any]:
+    """One snapshot end to end through the CLI path (landmarks → fit → SFS → export), wall + CPU."""
+    from realtime.correspondence import load_correspondence
+    from realtime.facemodel import load_face_model
+    from realtime.refine.export import render_preview
+    from realtime.refine.job import RefineEngine, RefineRequest, load_rgb
+
+    model = load_face_model()
+    img = load_rgb(image)
+    with RefineEngine(model, load_correspondence(model)) as eng:
+        eng.run(RefineRequest(image=img))  # warm-up
+        t0, c0 = time.perf_counter(), time.process_time()
+        out, _ = eng.run(RefineRequest(image=img, out_dir=str(out_dir)))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    import trimesh
+
+    assert out.export is not None
+    coarse = trimesh.load(out.export.files["coarse_ply"], force="mesh")
+    fine = trimesh.load(out.export.files["ply"], force="mesh")
+    textured = trimesh.load(out.export.files["obj"], force="mesh")
+    picture = out_dir / "coarse_vs_refined.png"
+    render_preview([(coarse.vertices, coarse.faces), (fine.vertices, fine.faces)], picture, size=512)
+    return {
+        "image": image.name,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "picture": str(picture),
+        "files": {k: str(v) for k, v in out.export.files.items()},
+        "obj_vertices": len(textured.vertices),
+        "stages_ms": {k: round(v, 1) for k, v in out.timings_ms.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- two-view
+def bench_twoview(n: int, seed: int) -> dict[str, Any]:
+    from realtime.correspondence import load_correspondence
+    from realtime.facemodel import load_face_model
+    from realtime.landmarks import FaceMeshTracker
+    from realtime.refine.twoview import JointFitter, ViewInput
+    from realtime.synthetic import SyntheticGenerator
+
+    model = load_face_model()
+    corr_tab = load_correspondence(model)
+    fa = model.face_area_vertices
+    zero = np.zeros(model.n_expressions)
+
+    def err(identity: np.ndarray, truth: np.ndarray) -> float:
+        v = model.shape(identity, zero)[:fa].astype(np.float64)
+        t = truth[:fa].astype(np.float64)
+        vc, tc = v - v.mean(0), t - t.mean(0)
+        u, _, wt = np.linalg.svd(vc.T @ tc)
+        d = np.sign(np.linalg.det(u @ wt))
+        r = (u @ np.diag([1.0, 1.0, d]) @ wt).T
+        return float(np.linalg.norm(vc @ r.T - tc, axis=1).mean())
+
+    rows = []
+    joint = JointFitter(model, corr_tab)
+    with SyntheticGenerator(model, 512, 512, seed=seed) as gen, FaceMeshTracker(static=True) as tracker:
+        for i in range(n):
+            rng = np.random.default_rng(seed * 7919 + i)
+            ident = rng.normal(0.0, 1.0, model.n_identity).astype(np.float32)
+            yaws = (float(rng.uniform(-5, 5)), float(rng.choice([-1.0, 1.0]) * rng.uniform(40, 55)))
+            views = []
+            for j, yaw in enumerate(yaws):
+                smp = gen.sample(
+                    identity=ident,
+                    expression=zero,
+                    yaw_deg=yaw,
+                    pitch_deg=float(rng.uniform(-5, 5)),
+                    roll_deg=0.0,
+                    seed=int(seed * 100 + 10 * i + j),
+                )
+                tracks = tracker.track(smp.image)
+                if not tracks:
+                    break
+                views.append(ViewInput(tracks[0], smp.intrinsics))
+            if len(views) < 2:
+                rows.append({"pair": i, "error": "no face found in a view"})
+                continue
+            truth = model.shape(ident)
+            t0 = time.perf_counter()
+            jf = joint.fit(views)
+            dt = time.perf_counter() - t0
+            singles = [err(np.asarray(f.identity), truth) for f in jf.single_fits]
+            rows.append(
+                {
+                    "pair": i,
+                    "side_yaw": yaws[1],
+                    "front_single_mm": singles[0],
+                    "side_single_mm": singles[1],
+                    "best_single_mm": min(singles),
+                    "joint_mm": err(jf.identity, truth),
+                    "mean_face_mm": err(np.zeros(model.n_identity), truth),
+                    "joint_s": dt,
+                }
+            )
+    ok = [r for r in rows if "error" not in r]
+    summary = (
+        {k: statistics.mean(r[k] for r in ok) for k in ok[0] if k not in ("pair", "side_yaw")} if ok else {}
+    )
+    if ok:
+        summary["joint_vs_best_single_pct"] = 100.0 * (1.0 - summary["joint_mm"] / summary["best_single_mm"])
+    return {"pairs": rows, "mean": summary}
+
+
+# ---------------------------------------------------------------------------------------------- live
+def _live_run(video: str, frames: int, worker: Any, image: np.ndarray) -> dict[str, Any]:
+    from realtime.cli import run
+    from realtime.pipeline import Pipeline
+    from realtime.refine.job import RefineRequest
+
+    parser = argparse.ArgumentParser()
+    run.register(parser.add_subparsers())
+    args = parser.parse_args(["run", "--video", video, "--realtime", "--headless"])
+    source = run.build_source(args)
+    source.open()
+    stages = run.build_stages(args, source)
+    jobs = 0
+    if worker is not None:
+        for _ in range(worker.max_pending):
+            if worker.submit(RefineRequest(image=image, reason="bench"), 1) is not None:
+                jobs += 1
+    with Pipeline(source, stages, max_frames=frames) as pipeline:
+        stats = pipeline.run()
+    busy = worker.busy if worker is not None else False
+    done = 0
+    if worker is not None:
+        worker.cancel_all()
+        while worker.busy:
+            r = worker.wait_result(timeout=60)
+            if r is None:
+                break
+        done = sum(1 for r in worker.results() if r.status == "done")
+    f = stats.stages["frame"]
+    return {
+        "frames": stats.frames,
+        "p95_ms": f.p95_ms,
+        "median_ms": f.median_ms,
+        "mean_ms": f.mean_ms,
+        "worker_busy_at_end": busy,
+        "jobs_submitted": jobs,
+        "jobs_done": done,
+    }
+
+
+def bench_live(video: str, frames: int, repeats: int, image: np.ndarray) -> dict[str, Any]:
+    from realtime.refine.job import RefineRequest
+    from realtime.refine.worker import RefineWorker
+
+    base, loaded = [], []
+    with RefineWorker(max_pending=6) as worker:
+        worker.submit(RefineRequest(image=image, reason="warm-up"), 1)
+        worker.wait_result(timeout=120)  # the child has loaded the model and tracked once
+        for _ in range(repeats):
+            base.append(_live_run(video, frames, None, image))
+            loaded.append(_live_run(video, frames, worker, image))
+    b = statistics.mean(r["p95_ms"] for r in base)
+    w = statistics.mean(r["p95_ms"] for r in loaded)
+    return {
+        "baseline": base,
+        "with_worker": loaded,
+        "p95_baseline_ms": b,
+        "p95_with_worker_ms": w,
+        "p95_growth_pct": 100.0 * (w / b - 1.0),
+        "loadavg": os.getloadavg()[0],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- network
+def bench_network() -> dict[str, Any]:
+    from realtime.refine.detail import DETAIL_ENGINE, DetailNetwork
+
+    from realtime.paths import engines_dir
+
+    path = engines_dir() / DETAIL_ENGINE
+    if not path.is_file():
+        return {"available": False, "path": str(path)}
+    net = DetailNetwork(path)
+    report = net.card_metrics()
+    rng = np.random.default_rng(0)
+    x = (rng.random((1, 3, net.input_size, net.input_size)) * 255).astype(np.uint8)
+    net.predict_crop(x[0].transpose(1, 2, 0))
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        net.predict_crop(x[0].transpose(1, 2, 0))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {
+        "available": True,
+        "path": str(path),
+        "latency_ms_median": float(np.median(times)),
+        "latency_ms_p95": float(np.percentile(times, 95)),
+        "card": report,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sections", default="detail,photos,export,twoview,live,network")
+    ap.add_argument("--detail-samples", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--live-frames", type=int, default=150)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench-refine"), help="where the export goes")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from realtime.paths import shared_dir
+    from realtime.refine.job import load_rgb
+
+    sections = set(args.sections.split(","))
+    images = sorted((shared_dir() / "data" / "images").glob("*.jpg"))
+    res: dict[str, Any] = {"loadavg_start": os.getloadavg()[0]}
+    if "detail" in sections:
+        res["detail"] = bench_detail(args.detail_samples, args.seed)
+        if not args.json:
+            m = res["detail"]["mean"]
+            print(
+                "\n== detail: synthetic wrinkles/bumps, correlation of the fine normal detail with the truth"
+            )
+            print(
+                f"{'sample':>6} {'img refined':>11} {'img dark=deep':>13} {'img coarse':>10} "
+                f"{'uv refined':>10} "
+                f"{'uv disp':>8} {'photo c/r':>11} {'s':>5}"
+            )
+            for r in res["detail"]["samples"]:
+                if "error" in r:
+                    print(f"{r['sample']:>6} error: {r['error']}")
+                    continue
+                print(
+                    f"{r['sample']:>6} {r['image_corr_refined']:11.3f} {r['image_corr_dark_is_deep']:13.3f} "
+                    f"{0.0:10.3f} {r['uv_corr_refined']:10.3f} {r['uv_disp_corr']:8.3f} "
+                    f"{r['photometric_coarse']:5.2f}/{r['photometric_refined']:5.2f} {r['refine_s']:5.1f}"
+                )
+            if m:
+                print(
+                    f"{'mean':>6} {m['image_corr_refined']:11.3f} {m['image_corr_dark_is_deep']:13.3f} "
+                    f"{0.0:10.3f} {m['uv_corr_refined']:10.3f} {m['uv_disp_corr']:8.3f}"
+                )
+    if "photos" in sections:
+        res["photos"] = bench_photos(images)
+        if not args.json:
+            print(
+                "\n== photos: photometric error (grey levels) of coarse vs refined render, refined face"
+            )
+            print(
+                f"{'image':>20} {'coarse':>7} {'refined':>7} {'red.%':>6} {'int.c':>6} {'int.r':>6} "
+                f"{'int.%':>6} "
+                f"{'lm px c/m':>10} {'wall s':>6} {'cpu s':>6}"
+            )
+            for r in res["photos"]["images"]:
+                if "error" in r:
+                    print(f"{r['image']:>20} error: {r['error']}")
+                    continue
+                print(
+                    f"{r['image']:>20} {r['photometric_coarse']:7.2f} {r['photometric_refined']:7.2f} "
+                    f"{r['reduction_pct']:6.1f} {r['interior_coarse']:6.2f} {r['interior_refined']:6.2f} "
+                    f"{r['interior_reduction_pct']:6.1f} "
+                    f"{r['landmark_px_coarse']:4.2f}/{r['landmark_px_medium']:4.2f} "
+                    f"{r['wall_s']:6.2f} {r['cpu_s']:6.2f}"
+                )
+                print(f"{'':>20} stages ms: " + ", ".join(f"{k} {v:.0f}" for k, v in r["stages_ms"].items()))
+    if "export" in sections:
+        res["export"] = bench_export(images[-1] if images else Path("missing"), args.out)
+        if not args.json:
+            e = res["export"]
+            print(
+                f"\n== export: one snapshot end to end ({e['image']}): wall {e['wall_s']:.2f} s, "
+                f"CPU {e['cpu_s']:.2f} s; picture {e['picture']}"
+            )
+            print("   stages ms: " + ", ".join(f"{k} {v:.0f}" for k, v in e["stages_ms"].items()))
+    if "twoview" in sections:
+        res["twoview"] = bench_twoview(args.pairs, args.seed)
+        if not args.json:
+            print(
+                "\n== two-view: face-area vertex error (mm, rigid alignment), synthetic front + side renders"
+            )
+            print(
+                f"{'pair':>4} {'side yaw':>8} {'front':>6} {'side':>6} {'best 1':>6} {'joint':>6} "
+                f"{'mean face':>9}"
+            )
+            for r in res["twoview"]["pairs"]:
+                if "error" in r:
+                    print(f"{r['pair']:>4} error: {r['error']}")
+                    continue
+                print(
+                    f"{r['pair']:>4} {r['side_yaw']:8.1f} {r['front_single_mm']:6.2f} "
+                    f"{r['side_single_mm']:6.2f} "
+                    f"{r['best_single_mm']:6.2f} {r['joint_mm']:6.2f} {r['mean_face_mm']:9.2f}"
+                )
+            m = res["twoview"]["mean"]
+            if m:
+                print(
+                    f"{'mean':>4} {'':8} {m['front_single_mm']:6.2f} {m['side_single_mm']:6.2f} "
+                    f"{m['best_single_mm']:6.2f} {m['joint_mm']:6.2f} {m['mean_face_mm']:9.2f}   "
+                    f"joint vs best single: {m['joint_vs_best_single_pct']:+.1f} %"
+                )
+    if "live" in sections:
+        video = str(shared_dir() / "data" / "videos" / "talking_720p.mp4")
+        photo = load_rgb(images[-1]) if images else np.zeros((480, 640, 3), np.uint8)
+        res["live"] = bench_live(video, args.live_frames, args.repeats, photo)
+        if not args.json:
+            lv = res["live"]
+            print(
+                "\n== live loop (720p, 30 FPS pacing): frame time p95 without / with the worker busy"
+            )
+            for b, w in zip(lv["baseline"], lv["with_worker"], strict=True):
+                print(
+                    f"   p95 {b['p95_ms']:6.1f} ms / {w['p95_ms']:6.1f} ms   median {b['median_ms']:5.1f} / "
+                    f"{w['median_ms']:5.1f}   jobs done while running: {w['jobs_done']}"
+                )
+            print(
+                f"   mean p95: {lv['p95_baseline_ms']:.1f} -> {lv['p95_with_worker_ms']:.1f} ms "
+                f"({lv['p95_growth_pct']:+.1f} %), load average {lv['loadavg']:.1f}"
+            )
+    if "network" in sections:
+        res["network"] = bench_network()
+        if not args.json:
+            n = res["network"]
+            if not n["available"]:
+                print(f"\n== detail network: not found at {n['path']}")
+            else:
+                print(
+                    f"\n== detail network: onnxruntime CPU latency median {n['latency_ms_median']:.1f} ms, "
+                    f"p95 {n['latency_ms_p95']:.1f} ms; card: {json.dumps(n['card'])}"
+                )
+    res["loadavg_end"] = os.getloadavg()[0]
+    if args.json:
+        json.dump(res, sys.stdout, indent=1, default=float)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
