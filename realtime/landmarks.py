@@ -54,6 +54,9 @@ def _stderr_to_log() -> Iterator[None]:
     Used only during tracker construction (before any pipeline thread runs); the captured text is logged
     at debug level so nothing is lost.
     """
+    if _filter_installed:  # the CLI's stderr filter already drops these lines, for every thread
+        yield
+        return
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         saved = os.dup(2)
         try:
