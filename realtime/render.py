@@ -256,8 +256,7 @@ class OffscreenRenderer:
                                            c.depth_renderbuffer(size, samples=self.samples))
         else:
             self._draw_fbo = self._resolve_fbo
-        # Barycentric / depth / triangle-index target: float32, never multisampled.
-        self._ids_fbo = c.framebuffer([c.texture(size, 4, dtype="f4")], c.depth_renderbuffer(size))
+        self._ids_fbo: moderngl.Framebuffer | None = None   # created by the first render_ids/render_depth
         self._scratch = np.empty(self.width * self.height * 3, dtype=np.uint8)
 
         # Vertex buffers: allocated per topology, orphaned and rewritten every frame.
@@ -305,7 +304,7 @@ class OffscreenRenderer:
                                           *self._textures.values(), *self._colormaps.values()]
         if self._bg_fbo is not None:
             objs.append(self._bg_fbo)
-        for fbo in {self._draw_fbo, self._resolve_fbo, self._ids_fbo}:
+        for fbo in {f for f in (self._draw_fbo, self._resolve_fbo, self._ids_fbo) if f is not None}:
             objs += [*fbo.color_attachments, fbo]  # type: ignore[list-item]
             if fbo.depth_attachment is not None:
                 objs.append(fbo.depth_attachment)  # type: ignore[arg-type]
@@ -576,6 +575,11 @@ class OffscreenRenderer:
         z = self._view_points(verts, view_m)[:, 2]
         zmin, zmax = float(z.min()), float(z.max())
         prog = self._ids_prog
+        if self._ids_fbo is None:
+            # Barycentric / depth / triangle-index target: float32, never multisampled.
+            size = (self.width, self.height)
+            self._ids_fbo = self.ctx.framebuffer([self.ctx.texture(size, 4, dtype="f4")],
+                                                 self.ctx.depth_renderbuffer(size))
         _mat4(prog, "u_view", view_m)
         _mat4(prog, "u_proj", projection_matrix(intr, *_clip_planes(zmin, zmax)))
         ctx = self.ctx
