@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m realtime.session.encoder")
     ap.add_argument("output")
     ap.add_argument("--codec", default="libx264")
-    ap.add_argument("--preset", default="superfast")
+    ap.add_argument("--preset", default="ultrafast")
     ap.add_argument("--crf", type=int, default=23)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--gop", type=int, default=30)

@@ -90,6 +90,8 @@ class RecorderConfig:
     """Wait for the encoder instead of dropping frames (files processed as fast as possible: nothing is
     live, so the encoder may set the pace). Keep False for cameras and ``--realtime``."""
     video_threads: int = 1
+    video_preset: str = "ultrafast"
+    """libx264 preset: ultrafast costs ~5 ms of one core per 720p frame (superfast ~6.5 ms, 35 % smaller)."""
     chunk_interval_s: float = 0.5
     manifest_interval_s: float = 2.0
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
@@ -159,7 +161,7 @@ class SessionRecorder:
                               ) from None
         self._video = FragmentedVideoWriter(self.folder / VIDEO, self._fail, codec=config.video_codec,
                                             queue_frames=config.video_queue_frames,
-                                            threads=config.video_threads)
+                                            threads=config.video_threads, preset=config.video_preset)
         self._audio: AudioRecorder | None = None
         if config.audio:
             self._audio = AudioRecorder(self.folder / AUDIO, self._fail, samplerate=config.audio_samplerate,

@@ -71,7 +71,7 @@ class FragmentedVideoWriter:
     """
 
     def __init__(self, path: Path, on_error: Callable[[str], None], codec: str | None = None,
-                 queue_frames: int = 15, crf: int = 23, preset: str = "superfast", threads: int = 1,
+                 queue_frames: int = 15, crf: int = 23, preset: str = "ultrafast", threads: int = 1,
                  gop_s: float = 1.0, fps_hint: float = 30.0, slots: int = 48) -> None:
         self.path = path
         self.codec = pick_codec(codec)
