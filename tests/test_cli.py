@@ -206,10 +206,9 @@ def test_bench_json(videos_dir: Path) -> None:
     for stage in ("landmarks", "decode", "frame"):
         assert 0 < e2e["stages"][stage]["median_ms"] <= e2e["stages"][stage]["p95_ms"]
     o = r["overhead"]
-    assert o["frames"] == 20 and o["bare_facemesh_call_median_ms"] > 0
-    assert o["app_cycle_median_ms"] > 0 and o["app_landmarks_stage_median_ms"] > 0
+    assert o["frames"] == 20 and o["bare_facemesh_median_ms"] > 0
+    assert o["app_landmarks_stage_median_ms"] > 0 and 0 < o["app_pipeline_cycle_median_ms"] < 5
     assert o["bare_frames_with_face"] == o["app_frames_with_face"] == 20
-    expected = (o["app_cycle_median_ms"] / o["bare_facemesh_call_median_ms"] - 1) * 100
-    assert o["overhead_pct"] == pytest.approx(expected, abs=0.2)
-    expected = (o["app_wall_ms_per_frame"] / o["bare_facemesh_wall_ms_per_frame"] - 1) * 100
-    assert o["wall_overhead_pct"] == pytest.approx(expected, abs=0.2)
+    app = o["app_landmarks_stage_median_ms"] + o["app_pipeline_cycle_median_ms"]
+    assert o["app_median_ms"] == pytest.approx(app, abs=0.002)
+    assert o["overhead_pct"] == pytest.approx((app / o["bare_facemesh_median_ms"] - 1) * 100, abs=0.2)
