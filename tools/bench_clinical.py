@@ -214,9 +214,11 @@ def wink_video_series(model: MorphableModel, video: Path) -> Any:
     from realtime.fitting import FitStage
     from realtime.landmarks import LandmarkStage
     from realtime.pipeline import Pipeline
+    from realtime.smoothing import SmoothingStage
 
     collector = FitCollector(model)
-    with Pipeline(VideoSource(video), [LandmarkStage(), FitStage(model)], [collector]) as pipe:
+    stages: list[Any] = [LandmarkStage(), FitStage(model), SmoothingStage(model)]  # as `realtime-face run`
+    with Pipeline(VideoSource(video), stages, [collector]) as pipe:
         pipe.run()
     return collector.series(video.stem)
 
