@@ -45,6 +45,26 @@ N_SURFACE_LANDMARKS = 468
 _RIGHT_IRIS = (469, 470, 471, 472)  # contour points: horizontal pair (469, 471), vertical pair (470, 472)
 _LEFT_IRIS = (474, 475, 476, 477)
 
+# Landmarks on and around the eyelid margins and the lips (MediaPipe FaceMesh topology: the eye contours
+# with their first surrounding ring, the inner and outer lip contours).
+_OPENING_LANDMARKS = frozenset({
+    # right eye contour + ring
+    33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
+    130, 25, 110, 24, 23, 22, 26, 112, 243, 190, 56, 28, 27, 29, 30, 247,
+    # left eye contour + ring
+    263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466,
+    359, 255, 339, 254, 253, 252, 256, 341, 463, 414, 286, 258, 257, 259, 260, 467,
+    # lips (outer and inner contours)
+    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
+    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415,
+})
+
+# Eyelid opening: (upper, lower) lid landmark pairs and the two eye corners, per eye (subject's right, left).
+_EYE_OPENINGS = (
+    ((159, 158, 160), (145, 153, 144), (33, 133)),
+    ((386, 385, 387), (374, 380, 373), (263, 362)),
+)
+
 FRONTAL = np.diag([1.0, -1.0, -1.0])
 """Model→camera rotation of a face looking straight into the camera."""
 
@@ -105,6 +125,10 @@ class FitOptions:
     """A re-found track whose identity differs by more than this (RMS over landmarks) is a new face."""
     visibility_weighting: bool = True
     """Down-weight landmarks whose model normal turns away from the camera (far-side contour)."""
+    eye_opening_sigma: float = 0.03
+    """Noise of MediaPipe's eyelid opening (lid distance / eye width, per eye). This feature term makes the
+    fitted lids follow the tracked ones (MediaPipe measures eye closure well even where single lid points
+    slide over the surface); 0 disables it. Left and right eyes are separate, equal-weight terms."""
     robust_scale: float = 0.0
     """Cauchy robust weighting of landmarks at this many ``landmark_sigma_mm`` (0 = plain least squares)."""
     damping: float = 1e-4
@@ -211,6 +235,12 @@ class FaceFitter:
         normals = _vertex_normals(model.mean_mm.astype(np.float64), model.triangles)
         nl = np.einsum("lkc,lk->lc", normals[ids], bary)
         self._normals_l = nl / np.maximum(np.linalg.norm(nl, axis=1, keepdims=True), 1e-9)
+        # Side-facing landmarks on the neutral face (normal ≥ 40° from +z), away from the eye and lip openings
+        # (whose boundary normals are meaningless for visibility).
+        openings = np.zeros(n_l, bool)
+        openings[[i for i in _OPENING_LANDMARKS if i < n_l]] = True
+        self._side_landmarks = np.flatnonzero((self._normals_l[:, 2] < math.cos(math.radians(40.0)))
+                                              & ~openings)
         # Eyeball centres (identity-only, linear in α) for the iris scale term: the same rig the renders use.
         rig = eye_rig(model)
         self._eye_centre_mean = rig.centres(model.mean_mm.astype(np.float64))            # (2, 3)
@@ -352,10 +382,13 @@ class FaceFitter:
         mm_per_px = float(z.mean()) / k.fx
         w = self.landmark_weights
         if opt.visibility_weighting:
-            facing = -np.einsum("lc,lc->l", self._normals_l @ rot.T, x) / np.sqrt(np.einsum("lc,lc->l", x, x))
-            # Only clearly turned-away points lose weight (the far-side contour at large yaw); the eyelid
-            # margins' normals are near-grazing even when seen, so the ramp starts below zero.
-            w = w * np.clip((facing + 0.1) * (1.0 / 0.25), 0.0, 1.0)
+            # Only the side-facing landmarks (cheeks, jaw, the face oval) can turn away from the camera; the
+            # eyelid margins' normals point into the eye socket even when seen, so they are never touched.
+            sel = self._side_landmarks
+            n_cam = self._normals_l[sel] @ rot.T
+            facing = -np.einsum("lc,lc->l", n_cam, x[sel]) / np.linalg.norm(x[sel], axis=1)
+            w = w.copy()
+            w[sel] *= np.clip((facing - 0.05) * (1.0 / 0.25), 0.0, 1.0)
         iz = 1.0 / z
         if opt.robust_scale > 0:
             # Cauchy IRLS: landmarks far off (MediaPipe slips, occluded contour) lose influence smoothly.
@@ -423,6 +456,11 @@ class FaceFitter:
                     h[6 + self.n_exp:, 6 + self.n_exp:] += jid.T @ jid
                     g[6 + self.n_exp:] -= jid.T @ ri
 
+        if opt.eye_opening_sigma > 0:
+            ji, ri = self._eye_opening_rows(obs, x, y, iz, rb)
+            h += ji.T @ ji
+            g -= ji.T @ ri
+
         # Priors: expression (weak, identical and independent per side), identity (standard normal).
         ne = self.n_exp
         diag = np.einsum("ii->i", h)
@@ -443,6 +481,46 @@ class FaceFitter:
         st.expression = np.clip(st.expression + delta[6:6 + ne], 0.0, 1.0)
         if free_identity:
             st.identity = st.identity + delta[6 + ne:]
+
+    def _eye_opening_rows(self, obs: _Observation, x: np.ndarray, y: np.ndarray, iz: np.ndarray,
+                          rb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (2 eyes × unknowns) and residuals of the eyelid-opening term at the current state.
+
+        Opening = mean lid-pair distance across the eye axis / eye width, measured the same way on the
+        tracked and on the fitted landmarks; linearised with the (slowly varying) axis held fixed.
+        """
+        k, opt = self.intrinsics, self.options
+        n = 6 + rb.shape[2]
+        rows = np.zeros((2, n))
+        res = np.zeros(2)
+        for e, (ups, los, (ca, cb)) in enumerate(_EYE_OPENINGS):
+            ids = np.array((*ups, *los, ca, cb))
+            uv = np.column_stack((k.fx * x[ids, 0] * iz[ids] + k.cx, k.fy * x[ids, 1] * iz[ids] + k.cy))
+            obs_uv = obs.uv[ids]
+            axis = obs_uv[-2] - obs_uv[-1]
+            width = float(np.linalg.norm(axis))
+            if width < 2.0:
+                continue
+            normal = np.array([-axis[1], axis[0]]) / width
+            m = len(ups)
+            opening_obs = float(((obs_uv[:m] - obs_uv[m:2 * m]) @ normal).mean()) / width
+            opening_fit = float(((uv[:m] - uv[m:2 * m]) @ normal).mean()) / width
+            # d(opening) = Σ_pairs (J_up − J_low)ᵀ·normal / (m·width); J_uv of a landmark: (a, 0, c; 0, b, d).
+            coef = np.r_[np.ones(m), -np.ones(m)] / (m * width)
+            sel = ids[:2 * m]
+            a = k.fx * iz[sel] * normal[0] * coef
+            b = k.fy * iz[sel] * normal[1] * coef
+            c = -(a * x[sel, 0] + b * x[sel, 1]) * iz[sel]
+            yx, yy, yz = y[sel, 0], y[sel, 1], y[sel, 2]
+            row = rows[e]
+            row[0] = float((yy * c - yz * b).sum())
+            row[1] = float((yz * a - yx * c).sum())
+            row[2] = float((yx * b - yy * a).sum())
+            row[3], row[4], row[5] = a.sum(), b.sum(), c.sum()
+            row[6:] = a @ rb[0][sel] + b @ rb[1][sel] + c @ rb[2][sel]
+            row /= opt.eye_opening_sigma
+            res[e] = (opening_fit - opening_obs) / opt.eye_opening_sigma
+        return rows, res
 
     def _iris_rows(self, obs: _Observation, with_identity: bool) -> tuple[np.ndarray, np.ndarray]:
         """Rows (eyes × [6 pose | 100 identity]) and residuals of the iris depth term at the current state.
