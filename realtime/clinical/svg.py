@@ -47,7 +47,7 @@ def legend_lr(x: float, y: float) -> list[str]:
 def bar_chart_lr(labels: Sequence[str], left: Sequence[float], right: Sequence[float], unit: str,
                  title: str, width: int = 520) -> str:
     """Horizontal paired bars: one group per label, left (blue) above right (orange)."""
-    row_h, pad_l, pad_r, top = 34, 170, 70, 28
+    row_h, pad_l, pad_r, top = 34, 170, 100, 28
     height = top + row_h * len(labels) + 24
     vals = np.array([*left, *right], dtype=np.float64)
     finite = vals[np.isfinite(vals)]
