@@ -257,7 +257,8 @@ class OffscreenRenderer:
         else:
             self._draw_fbo = self._resolve_fbo
         self._ids_fbo: moderngl.Framebuffer | None = None   # created by the first render_ids/render_depth
-        self._scratch = np.empty(self.width * self.height * 3, dtype=np.uint8)
+        self._scratch = np.empty(self.width * self.height * 3, dtype=np.uint8)          # read-back
+        self._upload_scratch = np.empty(self.width * self.height * 3, dtype=np.uint8)   # texture boxes
 
         # Vertex buffers: allocated per topology, orphaned and rewritten every frame.
         self._buffers = {name: c.buffer(reserve=16, dynamic=True) for name in (
@@ -771,7 +772,13 @@ class OffscreenRenderer:
             tex.write(np.ascontiguousarray(img), alignment=1)
         else:
             x, y, bw, bh = box
-            tex.write(np.ascontiguousarray(img[y:y + bh, x:x + bw]), viewport=box, alignment=1)
+            if img.shape[:2] == (self.height, self.width):
+                # Through a preallocated buffer: no per-frame allocation for the box copy.
+                patch = self._upload_scratch[:bw * bh * 3].reshape(bh, bw, 3)
+                np.copyto(patch, img[y:y + bh, x:x + bw])
+            else:
+                patch = np.ascontiguousarray(img[y:y + bh, x:x + bw])
+            tex.write(patch, viewport=box, alignment=1)
         return tex
 
     def _clear_picture(self, color: tuple[float, float, float]) -> np.ndarray:
