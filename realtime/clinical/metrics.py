@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -554,7 +554,7 @@ def analyse_session(series: SessionSeries, model: MorphableModel,
         raise BadInputError(f"session has {series.expression.shape[1]} expression weights, model "
                             f"{model.name} has {model.n_expressions}")
     valid = series.valid & np.all(np.isfinite(series.expression), axis=1)
-    series.valid = valid
+    series = replace(series, valid=valid)  # the caller's series is left as it was
     expr = np.where(valid[:, None], series.expression, 0.0)
     rest, rest_source = _rest_expression(series)
     identity = series.session_identity()
