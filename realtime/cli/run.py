@@ -63,8 +63,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--export", metavar="DIR", help="write the per-frame table DIR/frames.parquet")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     from realtime.cli.reconstruct import add_fit_arguments
+    from realtime.engines.options import add_engine_arguments
 
     add_fit_arguments(p)
+    add_engine_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -89,10 +91,11 @@ def build_stages(args: argparse.Namespace, source: Any) -> list[Any]:
     """The per-frame stages in order. Images are unrelated frames: track them in static mode."""
     from realtime.capture import ImageSource
     from realtime.cli.reconstruct import fit_stages_from_args
+    from realtime.engines.options import engine_stages_from_args
     from realtime.landmarks import LandmarkStage
 
     return [LandmarkStage(max_faces=args.max_faces, static=isinstance(source, ImageSource)),
-            *fit_stages_from_args(args)]
+            *engine_stages_from_args(args), *fit_stages_from_args(args)]
 
 
 def table_columns(args: argparse.Namespace, stages: list[Any]) -> list[Any]:

@@ -82,10 +82,16 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def engine_stages_from_args(args: Any, intrinsics: Any = None) -> list[EngineStage]:
     """[] for "fit", else one ``EngineStage`` (put it between the landmark and the fit stages)."""
+    if getattr(args, "no_fit", False):
+        return []  # the estimate only serves as the fit's warm start
     d = decide(getattr(args, "engine", "auto"), getattr(args, "engine_backend", "auto"))
     log.info("engine: %s (%s)", d.engine, d.reason)
     if d.engine == "fit":
         return []
+    if intrinsics is None:
+        from realtime.cli.reconstruct import intrinsics_resolver_from_args
+
+        intrinsics = intrinsics_resolver_from_args(args)
     return [
         EngineStage(
             d.engine,

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -123,6 +124,12 @@ class Regressor:
         self.close()
 
 
+class IntrinsicsSource(Protocol):
+    """``realtime.fitting.IntrinsicsResolver``: the camera for a frame size."""
+
+    def for_size(self, width: int, height: int) -> Intrinsics: ...
+
+
 @dataclass
 class _TrackState:
     track_id: int = -1
@@ -141,18 +148,22 @@ class EngineStage:
     def __init__(
         self,
         engine: str = "mobile-facernet",
-        intrinsics: Intrinsics | None = None,
+        intrinsics: Intrinsics | IntrinsicsSource | None = None,
         interval: int = 1,
         prefer: str = "auto",
         threads: int = 1,
         regressor: Regressor | None = None,
     ) -> None:
         self.regressor = regressor or Regressor(engine, prefer=prefer, threads=threads)
-        self.intrinsics = intrinsics
+        # The fit stage's resolver when given, so that the estimate and the fit use one camera.
+        self.source: IntrinsicsSource | None = intrinsics if hasattr(intrinsics, "for_size") else None  # type: ignore[assignment]
+        self.intrinsics: Intrinsics | None = None if self.source is not None else intrinsics  # type: ignore[assignment]
         self.interval = max(int(interval), 1)
         self._state = _TrackState()
 
     def _intrinsics(self, width: int, height: int) -> Intrinsics:
+        if self.source is not None:
+            return self.source.for_size(width, height)
         if self.intrinsics is None or (self.intrinsics.width, self.intrinsics.height) != (width, height):
             self.intrinsics = (
                 self.intrinsics.scaled(width, height)
