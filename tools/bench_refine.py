@@ -344,9 +344,8 @@ def bench_live(video: str, frames: int, repeats: int, image: np.ndarray) -> dict
 
 # ---------------------------------------------------------------------------------------------- network
 def bench_network() -> dict[str, Any]:
-    from realtime.refine.detail import DETAIL_ENGINE, DetailNetwork
-
     from realtime.paths import engines_dir
+    from realtime.refine.detail import DETAIL_ENGINE, DetailNetwork
 
     path = engines_dir() / DETAIL_ENGINE
     if not path.is_file():
@@ -355,11 +354,11 @@ def bench_network() -> dict[str, Any]:
     report = net.card_metrics()
     rng = np.random.default_rng(0)
     x = (rng.random((1, 3, net.input_size, net.input_size)) * 255).astype(np.uint8)
-    net.predict_crop(x[0].transpose(1, 2, 0))
+    net.predict(x[0].transpose(1, 2, 0))
     times = []
     for _ in range(20):
         t0 = time.perf_counter()
-        net.predict_crop(x[0].transpose(1, 2, 0))
+        net.predict(x[0].transpose(1, 2, 0))
         times.append((time.perf_counter() - t0) * 1e3)
     return {
         "available": True,

@@ -22,6 +22,7 @@ from realtime.camera import Intrinsics
 from realtime.correspondence import Correspondence
 from realtime.facemodel import MorphableModel
 from realtime.fitting import FaceFitter, FitOptions
+from realtime.refine.landmark_bias import LandmarkBias, load_landmark_bias
 from realtime.results import FaceFit, FaceTrack
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class JointFitter:
 
     def __init__(self, model: MorphableModel, correspondence: Correspondence,
                  options: FitOptions | None = None, landmark_sigma_mm: float = 1.0,
-                 identity_sigma: float = 1.0) -> None:
+                 identity_sigma: float = 1.0, bias: LandmarkBias | bool | None = True) -> None:
+        """``bias``: the landmark bias table (True: the model's installed table if any; False/None: off)."""
         self.model = model
         self.correspondence = correspondence
         self.options = options or FitOptions(lock_identity=False, cold_iterations=20)
@@ -89,9 +91,11 @@ class JointFitter:
         self._w = np.clip(np.asarray(correspondence.weights[:N_SURFACE], np.float64), 0.0, 1.0)
         self.landmark_sigma_mm = landmark_sigma_mm
         self.identity_sigma = identity_sigma
+        self.bias: LandmarkBias | None = (load_landmark_bias(model) if bias is True
+                                          else bias if isinstance(bias, LandmarkBias) else None)
 
-    def _identity_equations(self, fit: FaceFit, track: FaceTrack, k: Intrinsics,
-                            identity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _identity_equations(self, fit: FaceFit, track: FaceTrack, k: Intrinsics, identity: np.ndarray,
+                            sigma_mm: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """JᵀJ and Jᵀr of one view's landmark reprojection w.r.t. identity, at its pose and expression."""
         rot = np.asarray(fit.pose.rotation, np.float64)
         t = np.asarray(fit.pose.translation_mm, np.float64)
@@ -101,7 +105,11 @@ class JointFitter:
         z = x[:, 2]
         uv = np.asarray(track.landmarks_px, np.float64)[:N_SURFACE, :2]
         w = self._w * _facing_weights(self._normals @ rot.T, x)
-        sigma = self.landmark_sigma_mm * landmark_noise_factor(fit.pose.euler_deg()[0])
+        if sigma_mm is None:
+            yaw = fit.pose.euler_deg()[0]
+            sigma: np.ndarray | float = self.landmark_sigma_mm * landmark_noise_factor(yaw)
+        else:
+            sigma = np.maximum(sigma_mm, self.landmark_sigma_mm)
         sw = np.sqrt(w) * (float(np.median(z)) / k.fx / sigma)
         r = np.stack([(k.fx * x[:, 0] / z + k.cx - uv[:, 0]), (k.fy * x[:, 1] / z + k.cy - uv[:, 1])], 1)
         r *= sw[:, None]
@@ -127,24 +135,31 @@ class JointFitter:
         if iterations == 0 and len(views) == 1:
             return JointFit(singles, identity.astype(np.float32), singles, (float(singles[0].residual_px),))
         k_id = len(identity)
+        tracks = [v.track for v in views]
+        sigmas: list[np.ndarray | None] = [None] * len(views)
         for it in range(iterations):
-            for i, (f, v) in enumerate(zip(fitters, views, strict=True)):
+            if self.bias is not None:
+                # remove MediaPipe's expected offset at each view's current pose; weight by what is left
+                for i, (fit, v) in enumerate(zip(fits, views, strict=True)):
+                    depth = float(np.median(np.asarray(fit.vertices_mm)[: self.model.face_area_vertices, 2]))
+                    tracks[i], sigmas[i] = self.bias.correct(v.track, fit.pose, v.intrinsics, depth)
+            for i, f in enumerate(fitters):
                 f.lock_identity(identity)
                 f.reset_tracking()
-                fits[i] = f.fit(v.track)
+                fits[i] = f.fit(tracks[i])
             h = np.eye(k_id) / self.identity_sigma**2
             g = identity / self.identity_sigma**2
-            for fit, v in zip(fits, views, strict=True):
-                a, b = self._identity_equations(fit, v.track, v.intrinsics, identity)
+            for i, (fit, v) in enumerate(zip(fits, views, strict=True)):
+                a, b = self._identity_equations(fit, tracks[i], v.intrinsics, identity, sigmas[i])
                 h += a
                 g += b
             step = -np.linalg.solve(h, g)
             identity = identity + step
             log.debug("joint fit iteration %d: |Δα| = %.3f", it, float(np.linalg.norm(step)))
-        for i, (f, v) in enumerate(zip(fitters, views, strict=True)):
+        for i, f in enumerate(fitters):
             f.lock_identity(identity)
             f.reset_tracking()
-            fits[i] = f.fit(v.track)
+            fits[i] = f.fit(tracks[i])
         return JointFit(tuple(fits), identity.astype(np.float32), singles,
                         tuple(float(f.residual_px) for f in fits))
 

@@ -2,8 +2,9 @@
 pipeline sink that feeds it keyframes and snapshots.
 
 The refinement runs in a separate *spawned* process (its own interpreter: no GIL or BLAS pool shared with
-the live loop) at ``os.nice(10)`` with one BLAS/OpenMP thread, so the capture/processing loop keeps its
-frame rate. The parent keeps the queue: at most ``max_pending`` jobs wait; a full queue evicts its
+the live loop) at ``os.nice(19)`` and, on Linux, the ``SCHED_IDLE`` policy (it only gets CPU time nothing
+else wants), with one BLAS/OpenMP thread, so the capture/processing loop keeps its frame rate. The parent
+keeps the queue: at most ``max_pending`` jobs wait; a full queue evicts its
 lowest-priority, oldest job for a more urgent one (a manual snapshot always gets in). One job is in the
 child at a time; a dispatcher thread hands it the next one and collects the result. Cancelling a waiting
 job removes it; cancelling the running job discards its result when it finishes (the child is not killed
@@ -57,6 +58,10 @@ def _child_main(inbox: Any, outbox: Any, model_name: str, nice: int, log_level: 
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[worker]: %(message)s")
     with contextlib.suppress(OSError):  # some platforms forbid it
         os.nice(nice)
+    # Linux: SCHED_IDLE runs the worker only on CPU time nothing else wants (weaker than any nice level)
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     from realtime.correspondence import load_correspondence
     from realtime.errors import UserError
     from realtime.facemodel import load_face_model
@@ -92,7 +97,7 @@ class _Pending:
 class RefineWorker:
     """Owns the worker process, the bounded priority queue and the dispatcher thread. Context manager."""
 
-    def __init__(self, model_name: str = "ict-facekit", max_pending: int = 4, nice: int = 10,
+    def __init__(self, model_name: str = "ict-facekit", max_pending: int = 4, nice: int = 19,
                  max_results: int = 16, on_result: Callable[[JobResult], None] | None = None,
                  start_timeout_s: float = 120.0) -> None:
         self.max_pending = max_pending
