@@ -265,11 +265,20 @@ def check_render_path(path: str | Path) -> Path:
 
 
 def render_reconstruction(image: np.ndarray, fit: FaceFit, model: MorphableModel, intrinsics: Intrinsics,
-                          style: ViewStyle | None = None) -> np.ndarray:
-    """Side-by-side picture of a one-shot reconstruction: the photo with the mesh in place | the 3D view."""
+                          style: ViewStyle | None = None, max_height: int = 1440) -> np.ndarray:
+    """Side-by-side picture of a one-shot reconstruction: the photo with the mesh in place | the 3D view.
+
+    Photos taller than ``max_height`` are shown scaled down (the picture, not the fit, is smaller).
+    """
+    from PIL import Image
+
     style = style or ViewStyle(overlay_opacity=0.6, orbit_follows_head=False)
     display = MeshDisplay.from_model(model)
     h, w = image.shape[:2]
+    if h > max_height:
+        w, h = max(1, round(w * max_height / h)), max_height
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.LANCZOS))
+        intrinsics = intrinsics.scaled(w, h)
     canvas = np.empty((h, w + h, 3), dtype=np.uint8)
     with OffscreenRenderer(w + h, h) as r:
         # Left: the photo with the mesh; the renderer's picture is wider, so draw it into a viewport.
