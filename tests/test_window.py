@@ -179,7 +179,7 @@ def test_slow_processing_never_freezes_the_window(xvfb_display, talking_video) -
             # Processing delivers fewer than 2 results per second; the window keeps drawing many frames a
             # second and no redraw waits for the processing thread.
             assert len(durations) > 15
-            assert max(durations[1:]) < 0.3, max(durations[1:])
+            assert max(durations[1:]) < 0.45, max(durations[1:])   # a wait for processing: >= 0.6 s
             assert window.displayed is not None
         finally:
             window.close()
