@@ -1,14 +1,25 @@
 #!/usr/bin/env python
 """Benchmark: what session recording costs the live pipeline at 720p / 30 FPS.
 
-Runs the application's own pipeline (the stages ``realtime-face run`` builds) on
-``../shared/data/videos/talking_720p.mp4`` paced at its frame rate (``--realtime``, like a camera), once
-without and once with a ``SessionRecorder`` sink (H.264 fragmented MP4 + Parquet chunks + manifest; no
-audio device here), alternating ``--repeats`` times. Reports the per-frame processing time (all stages +
-sinks, the pipeline's ``frame`` timing) for both, the overhead in percent (target <= 15 %), and what the
-recorder wrote: video frames written/dropped by the writer (target 0 dropped) and table rows.
+The application's own pipeline (the stages ``realtime-face run`` builds: MediaPipe, fit, smoothing) runs
+on ``../shared/data/videos/talking_720p.mp4`` paced at 30 FPS like a camera (newest frame wins). Two
+methods:
 
-    .venv/bin/python tools/bench_recording.py [--repeats 2] [--video PATH] [--json]
+* ``interleaved`` (default): one long live run over the video's first seconds, played forwards and
+  backwards, with recording switched on and off every ``--period`` seconds through the ``"record"``
+  event (the window's r key). Frames within ``--settle`` s after a switch are left out (encoder process
+  start, final merge: once per session, not per frame);
+  the rest are compared on/off. Interleaving cancels the slow drift of other processes' load on a
+  shared machine.
+* ``runs``: separate whole-video runs without and with a ``SessionRecorder``, alternating ``--repeats``
+  times after a warm-up run.
+
+Reports the per-frame processing time (stages + sinks) with and without recording, the overhead in percent
+(target <= 15 %), the recorder's own time on the processing thread, the encoder process's CPU per frame,
+and what was written: video frames written / dropped by the writer (target 0 dropped at 30 FPS), table
+rows. No audio device here (audio off).
+
+    .venv/bin/python tools/bench_recording.py [--method interleaved|runs] [--seconds 48] [--json]
 """
 
 from __future__ import annotations
@@ -96,16 +107,154 @@ def one_run(video: str, record_dir: Path | None) -> dict[str, Any]:
     return out
 
 
+class _LoopSource:
+    """Decoded frames played forwards and backwards at ``fps`` for ``seconds``, like a live camera."""
+
+    @staticmethod
+    def make(frames: list[Any], fps: float, seconds: float) -> Any:
+        from realtime.capture import FrameSource
+
+        class LoopSource(FrameSource):
+            kind = "loop"
+            live = True
+
+            def __init__(self) -> None:
+                super().__init__("loop", latest_only=True)
+                self.fps = fps
+
+            def _open(self) -> None:
+                self.height, self.width = frames[0].shape[:2]
+
+            def _produce(self) -> None:
+                order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))
+                t0 = time.perf_counter()
+                for i in range(int(seconds * fps)):
+                    delay = t0 + i / fps - time.perf_counter()
+                    if delay > 0 and not self._sleep(delay):
+                        return
+                    if not self._emit(frames[order[i % len(order)]], i / fps):
+                        return
+
+            def _release(self) -> None:
+                pass
+
+        return LoopSource()
+
+
+def interleaved(video: str, seconds: float, period: float, settle: float, tmp: Path) -> dict[str, Any]:
+    import av
+
+    from realtime.pipeline import Pipeline
+    from realtime.session.controller import RecordingController
+    from realtime.session.recorder import RecorderConfig
+
+    with av.open(video) as c:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(60), c.decode(video=0), strict=False)]
+    _, stages = build(video)
+    names = [s.name for s in stages]
+    controller = RecordingController(lambda: RecorderConfig(tmp, subject_id="bench", audio=False))
+    timed = _Timed(controller)
+    samples: list[tuple[float, bool, float]] = []  # (media time, recording, stages + recorder ms)
+    switches: list[float] = []
+
+    class Probe:
+        """Last sink: collects the per-frame time and flips recording every ``period`` seconds."""
+
+        def __init__(self) -> None:
+            self.pipe: Any = None
+            self.next_switch = period
+
+        def consume(self, result: Any) -> None:
+            t = result.frame.timestamp_s
+            ms = sum(result.timings_ms.get(n, 0.0) for n in names) + (timed.ms[-1] if timed.ms else 0.0)
+            samples.append((t, controller.recording, ms))
+            if t >= self.next_switch:
+                self.next_switch += period
+                switches.append(t)
+                self.pipe.post_event("record")
+
+        def close(self) -> None:
+            pass
+
+    probe = Probe()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pipe = Pipeline(_LoopSource.make(frames, 30.0, seconds), stages, [timed, probe])
+    probe.pipe = pipe
+    with pipe:
+        stats = pipe.run()
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+
+    def settled(t: float) -> bool:
+        return all(not (s <= t < s + settle) for s in switches) and t >= settle
+
+    on = [ms for t, rec, ms in samples if rec and settled(t)]
+    off = [ms for t, rec, ms in samples if not rec and settled(t)]
+    from realtime.session import load_session
+
+    sessions = [load_session(r.folder) for r in controller.sessions]
+    written = sum(s.manifest["video"]["frames_written"] for s in sessions)
+    return {
+        "method": "interleaved", "seconds": seconds, "period_s": period, "settle_s": settle, "stages": names,
+        "frames": stats.frames, "handoff_dropped": stats.dropped, "sessions": len(sessions),
+        "off_frames": len(off), "on_frames": len(on),
+        "baseline_frame_mean_ms": statistics.mean(off), "recording_frame_mean_ms": statistics.mean(on),
+        "baseline_frame_median_ms": statistics.median(off),
+        "recording_frame_median_ms": statistics.median(on),
+        "recorder_consume_ms_mean": statistics.mean(timed.ms[i] for i, x in enumerate(samples) if x[1]),
+        "encoder_cpu_ms_per_frame": 1000.0 * child_cpu / max(1, written),
+        "video_frames_written": written,
+        "video_frames_dropped_by_writer": sum(s.manifest["video"]["frames_dropped"] for s in sessions),
+        "table_rows": sum(s.num_frames for s in sessions),
+        "frames_recorded": sum(r.status().frames for r in controller.sessions),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--video", help="720p input video (default: ../shared/data/videos/talking_720p.mp4)")
-    ap.add_argument("--repeats", type=int, default=2, help="baseline/recording pairs (default 2)")
+    ap.add_argument("--method", choices=("interleaved", "runs"), default="interleaved")
+    ap.add_argument("--seconds", type=float, default=64.0, help="interleaved: length of the live run")
+    ap.add_argument("--period", type=float, default=8.0, help="interleaved: seconds between switches")
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="interleaved: seconds left out after each switch (encoder start, final merge)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs: baseline/recording pairs (default 2)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from realtime.paths import shared_dir
 
     video = args.video or str(shared_dir() / "data" / "videos" / "talking_720p.mp4")
+    if args.method == "interleaved":
+        load_before = os.getloadavg()[0]
+        with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
+            res = interleaved(video, args.seconds, args.period, args.settle, Path(tmp))
+        b, r = res["baseline_frame_mean_ms"], res["recording_frame_mean_ms"]
+        bm, rm = res["baseline_frame_median_ms"], res["recording_frame_median_ms"]
+        res.update(overhead_pct=100.0 * (r - b) / b, overhead_median_pct=100.0 * (rm - bm) / bm,
+                   target_overhead_pct=15.0, load_average_1min=[load_before, os.getloadavg()[0]],
+                   cpu_count=os.cpu_count(), video=video)
+        if args.json:
+            json.dump(res, sys.stdout, indent=2)
+            print()
+            return 0
+        print(f"recording benchmark (interleaved): {Path(video).name} looped live at 30 FPS for "
+              f"{args.seconds:.0f} s, recording switched every {args.period:.0f} s; stages {res['stages']}")
+        print(f"{'':<22}{'frames':>8}{'mean ms':>10}{'median ms':>11}")
+        print(f"{'without recording':<22}{res['off_frames']:>8}{b:>10.2f}{bm:>11.2f}")
+        print(f"{'with recording':<22}{res['on_frames']:>8}{r:>10.2f}{rm:>11.2f}")
+        print(f"overhead: {res['overhead_pct']:+.1f} % (mean), {res['overhead_median_pct']:+.1f} % (median); "
+              "target <= 15 %")
+        print(f"recorder on the processing thread: {res['recorder_consume_ms_mean']:.3f} ms per frame; "
+              f"encoder process CPU: {res['encoder_cpu_ms_per_frame']:.1f} ms per frame "
+              "(beside the pipeline)")
+        print(f"{res['sessions']} sessions: {res['frames_recorded']} frames recorded, "
+              f"{res['table_rows']} table rows, {res['video_frames_written']} video frames written, "
+              f"{res['video_frames_dropped_by_writer']} dropped by the writer (target 0); "
+              f"{res['handoff_dropped']} frames dropped by the live hand-off (processing slower than 30 FPS)")
+        print(f"machine: {os.cpu_count()} CPUs, 1-min load average {res['load_average_1min'][0]:.1f} before, "
+              f"{res['load_average_1min'][1]:.1f} after")
+        return 0
     base: list[dict[str, Any]] = []
     rec: list[dict[str, Any]] = []
     load_before = os.getloadavg()[0]
