@@ -47,7 +47,7 @@ log = logging.getLogger("bench_fitting")
 ONE_SIDED_PAIRS = (("eyeBlink_L", "eyeBlink_R"), ("eyeBlink_R", "eyeBlink_L"),
                    ("mouthSmile_L", "mouthSmile_R"), ("mouthSmile_R", "mouthSmile_L"))
 YAW_BINS = ((0.0, 15.0), (15.0, 30.0), (30.0, 45.1))
-SINGLE_IMAGE = FitOptions(lock_identity=False, cold_iterations=12)
+SINGLE_IMAGE = FitOptions.single_image()
 
 
 @dataclass

@@ -164,7 +164,7 @@ def main(args: argparse.Namespace) -> int:
         raise BadInputError(f"no face found in {image_path}")
     track = max(tracks, key=lambda t: (t.box_px[2] - t.box_px[0]) * (t.box_px[3] - t.box_px[1]))
     t0 = time.perf_counter()
-    fitter = FaceFitter(model, corr, intr, FitOptions(lock_identity=False, cold_iterations=20))
+    fitter = FaceFitter(model, corr, intr, FitOptions.single_image(cold_iterations=20))
     fit = fitter.fit(track)
     timings["fit"] = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
