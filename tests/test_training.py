@@ -196,3 +196,18 @@ def test_onnx_parity_on_real_crops(tmp_path: Path, video_crops: np.ndarray) -> N
         p.data.normal_(0, 0.05)
     path = export_onnx(net, tmp_path / "m.onnx", "mobile-facernet", CoefficientLayout(), CropSpec(64))
     assert parity(net, path, video_crops) <= 1e-4
+
+
+@pytest.mark.slow
+def test_pseudo_labelled_frames(tmp_path: Path, face_model, videos_dir: Path) -> None:
+    """Real video frames labelled by the fitter: the stored 68 landmarks are the fit's, inside the crop."""
+    from realtime.training.data import ArrayDataset, build_pseudo_labelled
+
+    n = build_pseudo_labelled(tmp_path, face_model, [videos_dir / "wink_blink_gaze.mp4"], store_size=64,
+                              every=4, max_frames=16)
+    assert n == 4
+    d = ArrayDataset.load([tmp_path], 64).arrays
+    assert (d["exact"] == 0).all()
+    assert d["image"].shape == (4, 64, 64, 3)
+    assert d["lm68"].min() > 0.02 and d["lm68"].max() < 0.98
+    assert np.abs(d["euler"][:, 0]).max() < 30  # a frontal video

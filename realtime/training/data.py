@@ -153,6 +153,7 @@ def build_pseudo_labelled(
     crop_spec: CropSpec | None = None,
     jitter: Jitter | None = None,
     max_residual_px: float = 4.0,
+    max_frames: int | None = None,
 ) -> int:
     """Real video frames labelled by the fitter (MediaPipe → ``FaceFitter``); frames whose fit residual is
     above ``max_residual_px`` are skipped."""
@@ -177,6 +178,8 @@ def build_pseudo_labelled(
             stream = container.streams.video[0]
             fitter: FaceFitter | None = None
             for k, frame in enumerate(container.decode(stream)):
+                if max_frames is not None and k >= max_frames:
+                    break
                 img = frame.to_ndarray(format="rgb24")
                 tracks = tracker.track(img)
                 if fitter is None:
