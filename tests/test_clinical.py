@@ -271,3 +271,19 @@ def test_recorded_session_round_trip(face_model, timeline, tmp_path):
     assert b.affected.side == "right"
     for ra in a.regions:
         assert b.region(ra.region).ratio_right_left == pytest.approx(ra.ratio_right_left, abs=1e-3), ra.region
+
+
+def test_synkinesis_flagged_on_the_affected_side_only(face_model, evaluator, timeline):
+    plain = analyse_session(patient_series(face_model, timeline, PatientSpec(right_gain=0.3)), face_model,
+                            evaluator)
+    # The healthy left eye narrows more in a smile (Duchenne) but that is not synkinesis.
+    smile = next(s for s in plain.synkinesis if s.kind == "ocular" and s.exercise == "smile_open")
+    assert smile.left > smile.right and smile.flagged_side is None
+    assert all(s.flagged_side is None for s in plain.synkinesis)
+    synk = analyse_session(patient_series(face_model, timeline, PatientSpec(right_gain=0.3, synkinesis=0.6)),
+                           face_model, evaluator)
+    assert synk.affected.side == "right"
+    flagged = {(s.kind, s.exercise) for s in synk.synkinesis if s.flagged_side == "right"}
+    assert {("ocular", "smile_closed"), ("ocular", "smile_open"), ("ocular", "pucker"),
+            ("oral", "eye_closure_gentle")} <= flagged
+    assert all(s.flagged_side in (None, "right") for s in synk.synkinesis)

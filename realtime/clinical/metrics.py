@@ -546,6 +546,35 @@ def detect_eye_closures(frame_index: np.ndarray, closure: np.ndarray, valid: np.
     return events
 
 
+def _synkinesis(exercises: dict[str, ExerciseResult], affected: str | None) -> list[SynkinesisIndicator]:
+    """Co-contraction indicators; with a named affected side only that side can be flagged.
+
+    Synkinesis follows aberrant regeneration of the affected nerve, so extra narrowing of the *healthy*
+    eye during a smile (a normal Duchenne smile on the side that smiles) is not flagged.
+    """
+    out: list[SynkinesisIndicator] = []
+
+    def allowed(side: str) -> str | None:
+        return side if affected is None or side == affected else None
+
+    for ex_id in SYNKINESIS_OCULAR_EXERCISES:
+        if ex_id in exercises:
+            lv, rv = exercises[ex_id].mean("eye_closure")
+            flag = None
+            if max(lv, rv) >= OCULAR_SYNKINESIS_NARROWING and abs(lv - rv) >= SYNKINESIS_SIDE_DIFFERENCE:
+                flag = allowed("left" if lv > rv else "right")
+            out.append(SynkinesisIndicator("ocular", ex_id, "eye_closure", lv, rv, flag))
+    for ex_id in SYNKINESIS_ORAL_EXERCISES:
+        if ex_id in exercises:
+            lv, rv = exercises[ex_id].mean("commissure_excursion_mm")
+            flag = None
+            hi, lo = max(lv, rv), min(lv, rv)
+            if hi >= ORAL_SYNKINESIS_MM and hi >= 1.5 * max(lo, 1e-6):
+                flag = allowed("left" if lv > rv else "right")
+            out.append(SynkinesisIndicator("oral", ex_id, "commissure_excursion_mm", lv, rv, flag))
+    return out
+
+
 def analyse_session(series: SessionSeries, model: MorphableModel,
                     evaluator: MetricEvaluator | None = None) -> ClinicalAnalysis:
     """All clinical measurements of one session."""
@@ -604,22 +633,7 @@ def analyse_session(series: SessionSeries, model: MorphableModel,
                     vote_sym.append(s)
     affected = _affected_side(vote_ai, vote_sym)
 
-    synk: list[SynkinesisIndicator] = []
-    for ex_id in SYNKINESIS_OCULAR_EXERCISES:
-        if ex_id in exercises:
-            lv, rv = exercises[ex_id].mean("eye_closure")
-            flag = None
-            if max(lv, rv) >= OCULAR_SYNKINESIS_NARROWING and abs(lv - rv) >= SYNKINESIS_SIDE_DIFFERENCE:
-                flag = "left" if lv > rv else "right"
-            synk.append(SynkinesisIndicator("ocular", ex_id, "eye_closure", lv, rv, flag))
-    for ex_id in SYNKINESIS_ORAL_EXERCISES:
-        if ex_id in exercises:
-            lv, rv = exercises[ex_id].mean("commissure_excursion_mm")
-            flag = None
-            hi, lo = max(lv, rv), min(lv, rv)
-            if hi >= ORAL_SYNKINESIS_MM and hi >= 1.5 * max(lo, 1e-6):
-                flag = "left" if lv > rv else "right"
-            synk.append(SynkinesisIndicator("oral", ex_id, "commissure_excursion_mm", lv, rv, flag))
+    synk = _synkinesis(exercises, affected.side)
 
     closures = detect_eye_closures(np.asarray(series.frame_index), per_frame["eye_closure"], valid)
     hold_segments = [(e, r, float(ts[rows[0]]), float(ts[rows[-1]])) for e, r, rows in segs]

@@ -39,6 +39,10 @@ EXERCISE_TARGETS: dict[str, dict[str, float]] = {
 }
 """Expression weights a healthy subject reaches at the peak of each exercise of ``palsy-basic``."""
 
+SYNKINESIS_SHAPES = {"smile_closed": "eyeBlink", "smile_open": "eyeBlink", "pucker": "eyeBlink",
+                     "ee": "eyeBlink", "eye_closure_gentle": "mouthSmile", "eye_closure_tight": "mouthSmile"}
+"""The blendshape (of the weaker side) a synkinetic patient co-contracts in each exercise."""
+
 RAMP_S = 0.4
 """Time to reach (and leave) the peak of a movement."""
 
@@ -62,6 +66,9 @@ class PatientSpec:
     noise: float = 0.0
     """Std of Gaussian noise added to every expression weight per frame (fitter jitter stand-in)."""
     noise_seed: int = 1
+    synkinesis: float = 0.0
+    """Aberrant co-contraction on the weaker side (the one with the smaller gain): this much ``eyeBlink``
+    during smiles/pucker/"ee" and ``mouthSmile`` during eye closures."""
 
 
 def protocol_timeline(protocol: object) -> list[TimelineSegment]:
@@ -112,6 +119,15 @@ def patient_series(model: MorphableModel, timeline: Sequence[TimelineSegment], s
             target[names.index(k)] = w
         expr[rows] += _envelope(t[rows], seg.start_s, seg.end_s)[:, None] * target[None, :]
     expr *= side_gains(model, spec)[None, :]
+    if spec.synkinesis > 0 and spec.left_gain != spec.right_gain:
+        side = "R" if spec.right_gain < spec.left_gain else "L"
+        for seg in timeline:
+            extra = SYNKINESIS_SHAPES.get(seg.exercise)
+            if seg.phase != "hold" or extra is None:
+                continue
+            rows = (t >= seg.start_s) & (t < seg.end_s)
+            expr[rows, names.index(f"{extra}_{side}")] += spec.synkinesis * _envelope(t[rows], seg.start_s,
+                                                                                      seg.end_s)
     if spec.noise > 0:
         expr += np.random.default_rng(spec.noise_seed).normal(0.0, spec.noise, expr.shape)
     expr = np.clip(expr, 0.0, 1.0)
