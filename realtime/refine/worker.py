@@ -53,13 +53,14 @@ class JobResult:
     """Time from submission to the start of the job."""
 
 
-def _child_main(inbox: Any, outbox: Any, model_name: str, nice: int, log_level: int) -> None:
+def _child_main(inbox: Any, outbox: Any, model_name: str, nice: int, idle_policy: bool,
+                log_level: int) -> None:
     """Worker process: load the model once, then refine requests until a ``None`` arrives."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[worker]: %(message)s")
     with contextlib.suppress(OSError):  # some platforms forbid it
         os.nice(nice)
     # Linux: SCHED_IDLE runs the worker only on CPU time nothing else wants (weaker than any nice level)
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+    if idle_policy and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     from realtime.correspondence import load_correspondence
@@ -99,14 +100,16 @@ class RefineWorker:
 
     def __init__(self, model_name: str = "ict-facekit", max_pending: int = 4, nice: int = 19,
                  max_results: int = 16, on_result: Callable[[JobResult], None] | None = None,
-                 start_timeout_s: float = 120.0) -> None:
+                 start_timeout_s: float = 120.0, idle_policy: bool = True) -> None:
+        """``idle_policy``: SCHED_IDLE on Linux. On a machine whose cores are always busy (a shared CI box)
+        an idle-class process never runs; pass False there (nice alone still yields to the live loop)."""
         self.max_pending = max_pending
         self._on_result = on_result
         ctx = mp.get_context("spawn")
         self._inbox = ctx.Queue(maxsize=1)
         self._outbox = ctx.Queue()
         self._proc = ctx.Process(target=_child_main, name="realtime-refine",
-                                 args=(self._inbox, self._outbox, model_name, nice,
+                                 args=(self._inbox, self._outbox, model_name, nice, idle_policy,
                                        logging.getLogger("realtime").getEffectiveLevel()),
                                  daemon=True)
         with _ENV_LOCK:  # a spawned child inherits os.environ as it is at start()
@@ -300,7 +303,8 @@ class RefineSink:
 
     name = "refine"
 
-    def __init__(self, worker: RefineWorker, intrinsics: Intrinsics, expression_names: tuple[str, ...],
+    def __init__(self, worker: RefineWorker, intrinsics: Intrinsics | Callable[[int, int], Intrinsics],
+                 expression_names: tuple[str, ...],
                  out_root: str | Path | None = None, options: KeyframeOptions | None = None,
                  automatic: bool = True, own_worker: bool = False) -> None:
         self.worker = worker
@@ -322,7 +326,9 @@ class RefineSink:
         out_dir = None
         if self.out_root is not None:
             out_dir = str(self.out_root / f"{result.frame.index:06d}_{decision.reason.replace(':', '_')}")
-        req = RefineRequest(image=result.frame.image.copy(), intrinsics=self.intrinsics, track=face.track,
+        k = self.intrinsics if isinstance(self.intrinsics, Intrinsics) else self.intrinsics(
+            result.frame.width, result.frame.height)
+        req = RefineRequest(image=result.frame.image.copy(), intrinsics=k, track=face.track,
                             fit=face.fit, out_dir=out_dir, reason=decision.reason,
                             frame_index=result.frame.index, timestamp_s=result.frame.timestamp_s)
         job = self.worker.submit(req, decision.priority)
@@ -342,3 +348,20 @@ class RefineSink:
     def close(self) -> None:
         if self.own_worker:
             self.worker.close()
+
+
+def build_refine_sink(stages: list[Any], out_root: str | Path | None = None, automatic: bool = True,
+                      max_pending: int = 4, idle_policy: bool = True) -> RefineSink:
+    """A ``RefineSink`` with its own worker, using the pipeline's fit stage for the model and the camera.
+
+    For ``realtime-face run``: ``sinks.append(build_refine_sink(stages, args.refine_dir))``; the window
+    shows ``sink.latest().outcome.detailed_vertices_mm`` (camera space of that frame, the model's triangles).
+    """
+    fit_stage = next((s for s in stages if getattr(s, "name", "") == "fit"), None)
+    if fit_stage is None:
+        raise ValueError("refinement needs the fit stage in the pipeline")
+    model = fit_stage.model
+    resolver = fit_stage.intrinsics
+    worker = RefineWorker(model_name=model.name, max_pending=max_pending, idle_policy=idle_policy)
+    return RefineSink(worker, resolver.for_size, tuple(model.expression_names), out_root, automatic=automatic,
+                      own_worker=True)
