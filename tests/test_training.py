@@ -180,13 +180,17 @@ def test_labels_round_trip(face_model, synthetic_sample) -> None:
     assert rec["lm68"].min() > 0.0 and rec["lm68"].max() < 1.0
 
 
-def test_onnx_parity_on_real_crops(tmp_path: Path, video_crops: np.ndarray) -> None:
+@pytest.mark.parametrize("arch", ["mobile-facernet", "deep3d"])
+def test_onnx_parity_on_real_crops(tmp_path: Path, video_crops: np.ndarray, arch: str) -> None:
+    import cv2
+
     from realtime.engines.coeffs import CoefficientLayout, CropSpec
     from realtime.training.export import export_onnx, parity
-    from realtime.training.nets import MobileFaceRNet
+    from realtime.training.nets import Deep3DNet, MobileFaceRNet
 
     torch.manual_seed(3)
-    net = MobileFaceRNet()
+    size = 64 if arch == "mobile-facernet" else 96
+    net = MobileFaceRNet() if arch == "mobile-facernet" else Deep3DNet(input_size=96, width=32)
     for m in net.modules():  # non-trivial batch-norm statistics, as after training
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
@@ -194,8 +198,11 @@ def test_onnx_parity_on_real_crops(tmp_path: Path, video_crops: np.ndarray) -> N
             m.weight.data.uniform_(0.5, 1.5)
     for p in net.fc.parameters():
         p.data.normal_(0, 0.05)
-    path = export_onnx(net, tmp_path / "m.onnx", "mobile-facernet", CoefficientLayout(), CropSpec(64))
-    assert parity(net, path, video_crops) <= 1e-4
+    crops = video_crops
+    if size != crops.shape[-1]:
+        crops = np.stack([cv2.resize(c.transpose(1, 2, 0), (size, size)).transpose(2, 0, 1) for c in crops])
+    path = export_onnx(net, tmp_path / "m.onnx", arch, CoefficientLayout(), CropSpec(size))
+    assert parity(net, path, crops) <= 1e-4
 
 
 @pytest.mark.slow

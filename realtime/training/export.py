@@ -105,6 +105,14 @@ def _weights_to_fp16(model: object, min_elements: int = 1024) -> None:
         graph.node.insert(0, node)
 
 
+def round_weights_fp16(net: nn.Module, min_elements: int = 1024) -> None:
+    """Round the float tensors that ``fp16_weights`` stores as float16, in place (for parity checks)."""
+    with torch.no_grad():
+        for t in [*net.parameters(), *net.buffers()]:
+            if t.is_floating_point() and t.numel() >= min_elements:
+                t.copy_(t.half().float())
+
+
 def parity(net: nn.Module, onnx_path: Path, images: np.ndarray) -> float:
     """Max |torch - onnxruntime| over a batch of (B, 3, S, S) float32 images in [0, 1]."""
     import onnxruntime as ort

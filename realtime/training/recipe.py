@@ -62,7 +62,7 @@ def main(
 
     from realtime.facemodel import load_face_model
     from realtime.training.data import build_pseudo_labelled, build_synthetic, shard_paths
-    from realtime.training.export import export_onnx, parity
+    from realtime.training.export import export_onnx, parity, round_weights_fp16
     from realtime.training.trainer import TrainConfig, crop_spec_of, train
 
     args = parser(arch, input_size, minutes, renders).parse_args(argv)
@@ -118,6 +118,8 @@ def main(
         },
     )
     imgs = np.random.default_rng(0).random((4, 3, cfg.input_size, cfg.input_size), dtype=np.float32)
+    if args.fp16_weights:
+        round_weights_fp16(net)  # compare with the weights the ONNX actually holds
     diff = parity(net, args.out, imgs)
     report = {
         "arch": arch,
