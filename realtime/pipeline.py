@@ -8,11 +8,13 @@ with a bounded queue. A UI reads ``latest()`` at its own cadence and sends ``pos
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -28,6 +30,32 @@ TIMING_WINDOW = 20_000
 """Per-stage timings kept for the percentiles (a long camera session keeps the most recent ones)."""
 POLL_S = 0.05
 """How often a waiting processing thread checks for ``stop()``."""
+
+
+@contextlib.contextmanager
+def interrupt_on_termination() -> Iterator[None]:
+    """Within this block SIGTERM and SIGHUP act like Ctrl+C (``KeyboardInterrupt`` in the main thread).
+
+    A run stopped by ``kill`` or a closed terminal then unwinds like an interrupted one: the pipeline
+    closes its sinks, so the table and the video written so far are complete files. Does nothing when
+    called off the main thread (only the main thread may set signal handlers).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        for s in wanted:  # once: a second signal must not cut the clean-up short
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, interrupt) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @runtime_checkable

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -159,18 +163,81 @@ def test_unwritable_outputs_exit_3_before_processing(what: str, videos_dir: Path
     assert "processed" not in proc.stdout
 
 
+@pytest.fixture
+def xvfb() -> Iterator[str]:
+    """A private Xvfb display (Debian xvfb, installed by tools/bootstrap.sh)."""
+    exe = shutil.which("Xvfb")
+    assert exe, "Xvfb is not installed"
+    number = next(n for n in range(300, 400) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    proc = subprocess.Popen([exe, f":{number}", "-screen", "0", "1600x900x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+        time.sleep(0.05)
+    try:
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def start_and_terminate(args: list[str], partial: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Start the app, send SIGTERM once it is writing ``partial``, return (exit code, stdout)."""
+    proc = subprocess.Popen([sys.executable, "-m", "realtime", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not partial.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.05)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err, err
+    return proc.returncode, out
+
+
+def test_sigterm_closes_the_outputs(videos_dir: Path, tmp_path: Path) -> None:
+    video = videos_dir / "expressions_cheekpuff_pucker_eyeroll.mp4"
+    args = ["--headless", "--no-fit", "--video", str(video), "--export", str(tmp_path), "--output",
+            str(tmp_path / "out.mp4")]  # fmt: skip
+    code, out = start_and_terminate(args, tmp_path / "frames.parquet.partial")
+    assert code == 130 and "interrupted" in out
+    n = int(re.search(r"processed (\d+) frames", out).group(1))  # type: ignore[union-attr]
+    assert 0 < n < 1008
+    assert pq.read_table(tmp_path / "frames.parquet").num_rows == n  # complete file, footer written
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == n
+
+
+def test_live_window_runs_and_stops_cleanly(videos_dir: Path, tmp_path: Path, xvfb: str) -> None:
+    """Without --headless the window shows the pipeline; SIGTERM closes window, pipeline and outputs."""
+    env = {**os.environ, "DISPLAY": xvfb}
+    args = ["--no-fit", "--video", str(videos_dir / "wink_blink_gaze.mp4"), "--export", str(tmp_path)]
+    code, out = start_and_terminate(args, tmp_path / "frames.parquet.partial", env=env)
+    assert code == 130
+    n = int(re.search(r"processed (\d+) frames", out).group(1))  # type: ignore[union-attr]
+    assert n > 0 and pq.read_table(tmp_path / "frames.parquet").num_rows == n
+
+
 def test_window_without_display_is_a_clear_error(videos_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     proc = cli("--video", str(videos_dir / "talking_720p.mp4"), env=env, timeout=40)
     assert_one_line_error(proc, 1, r"no display; use --headless")
 
 
-def test_doctor_json() -> None:
-    proc = cli("doctor", "--json", timeout=90)
+def test_doctor_json(xvfb: str) -> None:
+    proc = cli("doctor", "--json", timeout=90, env={**os.environ, "DISPLAY": xvfb})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     checks = {c["name"]: c for c in report["checks"]}
     assert report["ok"] and checks["mediapipe face mesh"]["ok"]
+    assert checks["window"]["ok"] and checks["egl (headless rendering)"]["ok"]  # a GL 3.3 window opens
     assert "CPUExecutionProvider" in checks["onnxruntime providers"]["detail"]
     for name in (
         "cameras",

@@ -216,22 +216,23 @@ def check_display() -> list[Check]:
     ok, detail = _run([sys.executable, "-c", code])
     checks = [Check("egl (headless rendering)", ok, detail)]
     display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    try:
-        import importlib.util
+    import importlib.util
 
-        has_window = importlib.util.find_spec("realtime.window") is not None
-    except ImportError:
-        has_window = False
+    has_window = importlib.util.find_spec("realtime.window") is not None
     if not display and sys.platform.startswith("linux"):
         checks.append(Check("window", False, "no display (DISPLAY unset): use --headless"))
+    elif not has_window:
+        checks.append(Check("window", False, "realtime.window missing"))
     else:
-        checks.append(
-            Check(
-                "window",
-                has_window,
-                f"display {display or 'native'}" + ("" if has_window else "; realtime.window missing"),
-            )
+        # Open (invisible) the kind of window the app opens: an OpenGL 3.3 core context through pyglet.
+        code = (
+            "import pyglet; cfg = pyglet.gl.Config(major_version=3, minor_version=3, forward_compatible=True,"
+            " double_buffer=True); w = pyglet.window.Window(64, 64, visible=False, config=cfg);"
+            " from pyglet.gl import gl_info; print(gl_info.get_renderer(), gl_info.get_version_string());"
+            " w.close()"
         )
+        ok, detail = _run([sys.executable, "-c", code])
+        checks.append(Check("window", ok, f"display {display or 'native'}: {detail}"))
     return checks
 
 

@@ -26,6 +26,7 @@ EXIT_CODES_HELP = """exit codes:
      (a truncated file is processed up to where it breaks, outputs are written, then exit 2)
   3  output cannot be written (--output / --export), checked before processing starts
   4  a model/engine file is missing
+  130  interrupted (Ctrl+C, SIGTERM, SIGHUP): the outputs written so far are closed and complete
 
 """
 
@@ -195,6 +196,14 @@ def run_window(window_class: Any, pipeline: Any, args: argparse.Namespace) -> No
 
 
 def main(args: argparse.Namespace) -> int:
+    from realtime.pipeline import interrupt_on_termination
+
+    # Ctrl+C, kill (SIGTERM) or a closed terminal (SIGHUP) stop the run; the sinks still close their files.
+    with interrupt_on_termination():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from realtime.landmarks import quiet_native_logs
     from realtime.pipeline import Pipeline
 
@@ -217,16 +226,21 @@ def main(args: argparse.Namespace) -> int:
             sinks.append(ProgressSink(source.stats.expected))
         stack.pop_all()  # from here on the pipeline owns (and closes) source, stages and sinks
     pipeline = Pipeline(source, stages, sinks, max_frames=args.max_frames)
-    with pipeline:
-        if args.headless:
-            pipeline.run()
-        else:
-            try:
-                run_window(window_class, pipeline, args)
-            finally:
-                pipeline.stop()
+    interrupted = False
+    try:
+        with pipeline:
+            if args.headless:
+                pipeline.run()
+            else:
+                try:
+                    run_window(window_class, pipeline, args)
+                finally:
+                    pipeline.stop()
+    except KeyboardInterrupt:
+        interrupted = True
     stats = pipeline.stats
     extra = f", {stats.dropped} dropped" if stats.dropped else ""
+    extra += ", interrupted" if interrupted else ""
     print(
         f"processed {stats.frames} frames ({stats.frames_with_face} with a face){extra}"
         f" in {stats.wall_s:.1f} s ({stats.fps:.1f} fps)"
@@ -235,6 +249,8 @@ def main(args: argparse.Namespace) -> int:
         path = getattr(sink, "path", None)
         if path is not None:
             print(f"wrote {path}")
+    if interrupted:
+        raise KeyboardInterrupt
     if stats.source_error is not None:
         raise stats.source_error
     return 0
