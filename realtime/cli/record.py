@@ -140,7 +140,8 @@ def main(args: argparse.Namespace) -> int:
                                   intrinsics=intrinsics, source=camera, columns=columns,
                                   video_backpressure=not live)
 
-        controller = RecordingController(make_config, start=True)
+        controller = RecordingController(make_config)
+        controller.start_now()  # the folder is created (or fails, exit 3) before any frame is processed
         stack.pop_all()
     pipeline = Pipeline(source, stages, [controller])
     t0 = time.monotonic()

@@ -87,6 +87,15 @@ class RecordingController:
         """Nothing recording and every stopped recording is finalised."""
         return self._recorder is None and not any(t.is_alive() for t in self._finalisers)
 
+    def start_now(self) -> None:
+        """Start recording before the first frame (the encoder process starts while models load); a
+        ``UserError`` (unwritable folder) propagates to the caller instead of becoming a HUD message."""
+        if self._recorder is None:
+            rec = SessionRecorder(self._make_config())
+            self._recorder = rec
+            self.sessions.append(rec)
+            self._start_requested = False
+
     def _start(self) -> bool:
         try:
             rec = SessionRecorder(self._make_config())
