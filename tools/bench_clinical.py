@@ -143,7 +143,8 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
             last[0] = time.perf_counter()
             log.info("rendering %d/%d frames", i, n)
 
-    settings = RenderSettings(fps=args.fps, distance_mm=args.distance, width=args.size, height=args.size)
+    settings = RenderSettings(fps=args.fps, distance_mm=args.distance, width=args.size, height=args.size,
+                              head_motion_deg=args.head_motion)
     intr = render_patient_video(model, truth_series, video, settings, progress=prog)
     t_render = time.perf_counter() - t0
     collector = FitCollector(model)
@@ -326,6 +327,8 @@ def main() -> int:
     p.add_argument("--rest", type=float, default=1.5)
     p.add_argument("--distance", type=float, default=RenderSettings.distance_mm,
                    help="camera distance of the rendered patient, mm (rescaled with the FOV)")
+    p.add_argument("--head-motion", type=float, default=RenderSettings.head_motion_deg,
+                   help="amplitude of the slow yaw (pitch: half) head motion, degrees")
     p.add_argument("--size", type=int, default=RenderSettings.width, help="rendered video width = height, px")
     p.add_argument("--gain", type=float, default=0.3, help="right-side blendshape gain of the patient")
     p.add_argument("--work", type=Path, default=None, help="keep the video/session here (default: temp)")
