@@ -28,7 +28,7 @@ def test_refine_cli_exports_all_files(refined_dir: Path) -> None:
     assert meta["timings_ms"]["refine.sfs"] > 0
     assert 0.3 < meta["texture_coverage"] <= 1.0
     pe = meta["parameters"]["photometric_error_grey"]
-    assert pe["refined"] < pe["coarse"]
+    assert pe["refined"] < 0.8 * pe["coarse"]   # the refined geometry explains the shading better
 
 
 @pytest.mark.slow
