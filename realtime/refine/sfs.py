@@ -424,7 +424,8 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     if opts.final_relight:
         # the light was estimated on the medium normals; re-estimate it once on the refined ones (and the
         # albedo with it), as the coarse render's light was estimated on its own normals
-        sh = fit_sh(image - grid.scatter(spec)[..., None], np.maximum(grid.scatter(g), 1e-3), normals, photo_w)
+        spec_img = grid.scatter(spec)[..., None]
+        sh = fit_sh(image - spec_img, np.maximum(grid.scatter(g), 1e-3), normals, photo_w)
         shade_img = np.maximum(sh_basis(normals) @ sh, 1e-3)
         g = optimise_albedo(image, shade_img, grid.scatter(spec), prior, photo_w, grid, opts, iterations=1,
                             init=g)
