@@ -61,6 +61,7 @@ def test_headless_run_writes_annotated_video_and_table(videos_dir: Path, tmp_pat
     out = tmp_path / "videos" / "annotated.mp4"  # the folder is created
     proc = cli(
         "--headless",
+        "--no-fit",  # the fit stages' own run/export test is in the fitting tests
         "--video",
         str(videos_dir / "talking_720p.mp4"),
         "--max-frames",
