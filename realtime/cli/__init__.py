@@ -24,7 +24,8 @@ DEFAULT_COMMAND = "run"
 log = logging.getLogger("realtime")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser and the names of its sub-commands."""
     parser = argparse.ArgumentParser(
         prog="realtime-face",
         description="Real-time 3D face reconstruction from a webcam, video or image.",
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"realtime.cli.{name}")
         module.register(sub)
-    return parser
+    return parser, set(sub.choices)
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -57,8 +58,7 @@ def _with_default_command(argv: list[str], commands: set[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()  # type: ignore[union-attr]
+    parser, commands = build_parser()
     args = parser.parse_args(_with_default_command(args_list, commands))
     _configure_logging(args.verbose, args.quiet)
     try:
