@@ -19,7 +19,11 @@ Reports the per-frame processing time (stages + sinks) with and without recordin
 and what was written: video frames written / dropped by the writer (target 0 dropped at 30 FPS), table
 rows. No audio device here (audio off).
 
-    .venv/bin/python tools/bench_recording.py [--method interleaved|runs] [--seconds 48] [--json]
+    .venv/bin/python tools/bench_recording.py [--method interleaved|runs] [--seconds 64] [--json]
+
+On a machine shared with other jobs, the figures mostly measure their load; as root, run it as
+``chrt -f 10 .venv/bin/python tools/bench_recording.py`` (real-time priority for the ~80 s it takes, the
+encoder process inherits it) to measure this machine's own cost.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from typing import Any
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 
-def build(video: str) -> tuple[Any, list[Any]]:
+def build(video: str) -> tuple[Any, list[Any], list[Any]]:
+    """The source, the stages and the table columns exactly as ``realtime-face run/record`` build them."""
     from realtime.cli import run
 
     parser = argparse.ArgumentParser()
@@ -48,7 +53,8 @@ def build(video: str) -> tuple[Any, list[Any]]:
     build_source, build_stages = run.build_source, run.build_stages
     source = build_source(args)
     source.open()
-    return source, build_stages(args, source)
+    stages = build_stages(args, source)
+    return source, stages, run.table_columns(args, stages)
 
 
 class _Timed:
@@ -72,11 +78,11 @@ def one_run(video: str, record_dir: Path | None) -> dict[str, Any]:
     from realtime.session.protocol import load_protocol
     from realtime.session.recorder import RecorderConfig, SessionRecorder
 
-    source, stages = build(video)
+    source, stages, columns = build(video)
     sinks: list[Any] = []
     recorder = None
     if record_dir is not None:
-        recorder = SessionRecorder(RecorderConfig(record_dir, subject_id="bench",
+        recorder = SessionRecorder(RecorderConfig(record_dir, subject_id="bench", columns=columns,
                                                   protocol=load_protocol("palsy-basic"), audio=False,
                                                   source=video))
         sinks.append(_Timed(recorder))
@@ -150,9 +156,10 @@ def interleaved(video: str, seconds: float, period: float, settle: float, tmp: P
 
     with av.open(video) as c:
         frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(60), c.decode(video=0), strict=False)]
-    _, stages = build(video)
+    _, stages, columns = build(video)
     names = [s.name for s in stages]
-    controller = RecordingController(lambda: RecorderConfig(tmp, subject_id="bench", audio=False))
+    controller = RecordingController(lambda: RecorderConfig(tmp, subject_id="bench", audio=False,
+                                                            columns=columns))
     timed = _Timed(controller)
     samples: list[tuple[float, bool, float]] = []  # (media time, recording, stages + recorder ms)
     switches: list[float] = []
