@@ -245,9 +245,14 @@ class FaceFitter:
         self._all_c = np.ascontiguousarray(self._all_l.transpose(1, 0, 2))
         # Preallocated Jacobians (u rows, v rows, depth rows) and residuals: no per-frame big allocations.
         # float32 halves the JᵀJ cost (the dominant one); H and the solve are float64.
-        self._jac_exp = np.zeros((3 * n_l, 6 + self.n_exp), np.float32)
-        self._jac_full = np.zeros((3 * n_l, 6 + self.n_exp + self.n_id), np.float32)
-        self._res = np.zeros(3 * n_l, np.float32)
+        # The (weak) depth term uses the more reliable half of the landmarks: it needs the face's relief,
+        # not every point, and its rows are a third of the JᵀJ cost.
+        order = np.argsort(-self.landmark_weights, kind="stable")
+        self._depth_ids = np.sort(order[: n_l // 2])
+        n_rows = 2 * n_l + self._depth_ids.size
+        self._jac_exp = np.zeros((n_rows, 6 + self.n_exp), np.float32)
+        self._jac_full = np.zeros((n_rows, 6 + self.n_exp + self.n_id), np.float32)
+        self._res = np.zeros(n_rows, np.float32)
         self._locked_base_l = self._mean_l.copy()
         normals = _vertex_normals(model.mean_mm.astype(np.float64), model.triangles)
         nl = np.einsum("lkc,lk->lc", normals[ids], bary)
@@ -443,7 +448,7 @@ class FaceFitter:
         use_depth = opt.depth_sigma_mm > 0
         jac = self._jac_full if free_identity else self._jac_exp
         r = self._res
-        ju, jv, jz = jac[0:n_l], jac[n_l:2 * n_l], jac[2 * n_l:3 * n_l]
+        ju, jv, jz = jac[0:n_l], jac[n_l:2 * n_l], jac[2 * n_l:]
         yx, yy, yz = y[:, 0], y[:, 1], y[:, 2]
         # d/dω of a left-multiplied rotation update:  dX = ω × Y.
         ju[:, 0] = yy * c
@@ -462,14 +467,18 @@ class FaceFitter:
         r[n_l:2 * n_l] = (k.fy * x[:, 1] * iz + k.cy - obs.uv[:, 1]) * sw
         if use_depth:
             # MediaPipe relative depth, centred (its offset is arbitrary), converted px -> mm at the face.
-            wz = w / max(float(w.sum()), 1e-9)
-            sz = np.sqrt(w) * (1.0 / opt.depth_sigma_mm)
-            dz_obs = (obs.z_px - float(wz @ obs.z_px)) * mm_per_px
-            r[2 * n_l:] = ((x[:, 2] - float(wz @ x[:, 2])) - dz_obs) * sz
-            jz[:, 0] = yy
-            jz[:, 1] = -yx
+            di = self._depth_ids
+            wd = w[di]
+            wz = wd / max(float(wd.sum()), 1e-9)
+            sz = np.sqrt(wd) * (1.0 / opt.depth_sigma_mm)
+            zd = obs.z_px[di]
+            dz_obs = (zd - float(wz @ zd)) * mm_per_px
+            xd = x[di, 2]
+            r[2 * n_l:] = ((xd - float(wz @ xd)) - dz_obs) * sz
+            jz[:, 0] = yy[di]
+            jz[:, 1] = -yx[di]
             jz[:, 2:6] = 0.0
-            jz[:, 6:] = rb[2]
+            jz[:, 6:] = rb[2][di]
             jz -= wz @ jz
             jz *= sz[:, None]
         else:

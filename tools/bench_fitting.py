@@ -241,6 +241,8 @@ def talking_video(rep: Report, model: MorphableModel, corr: Any, video: Path,
     mp68 = mediapipe68(model, corr)
     fa_sub = np.arange(0, model.face_area_vertices, 4)
     raw_v, sm_v, raw68, sm68, mp_68, fit_ms, locked_ms = [], [], [], [], [], [], []
+    locked_flags: list[bool] = []
+    tracks = []
     stage_fit: FitStage | None = None
     stage_sm: SmoothingStage | None = None
     with av.open(str(video)) as container, FaceMeshTracker(max_faces=1, static=False) as tr:
@@ -259,6 +261,8 @@ def talking_video(rep: Report, model: MorphableModel, corr: Any, video: Path,
             fit = r.faces[0].fit
             assert fit is not None and stage_sm is not None
             fit_ms.append(r.timings_ms["fit"])
+            tracks.append(r.faces[0].track)
+            locked_flags.append(bool(fit.identity_locked))
             if fit.identity_locked:
                 locked_ms.append(r.timings_ms["fit"])
             raw_v.append(fit.vertices_mm[fa_sub].astype(np.float64))
@@ -270,21 +274,36 @@ def talking_video(rep: Report, model: MorphableModel, corr: Any, video: Path,
             sm_v.append(sfit.vertices_mm[fa_sub].astype(np.float64))
             sm68.append(sfit.landmarks68_px.astype(np.float64))
     sec = f"talking_720p.mp4 ({len(raw_v)} frames)"
-    jr, js = second_diff_rms(np.array(raw_v)), second_diff_rms(np.array(sm_v))
-    rep.add(sec, "mesh jitter (2nd-diff RMS), smoothed", js, jr, "raw per-frame fit", "≥ 3× lower than raw",
-            "mm", len(raw_v))
-    rep.add(sec, "jitter reduction factor raw/smoothed", jr / js if js > 0 else math.nan, 1.0, "no smoothing",
-            "≥ 3", "×", len(raw_v))
-    rep.add(sec, "68-landmark jitter, smoothed fit (no look-ahead)", second_diff_rms(np.array(sm68)),
-            second_diff_rms(np.array(mp_68)), "raw MediaPipe 68-subset", "goal ≤ 2.0", "px", len(sm68))
-    rep.add(sec, "68-landmark jitter, raw fit", second_diff_rms(np.array(raw68)),
-            second_diff_rms(np.array(mp_68)), "raw MediaPipe 68-subset", "", "px", len(raw68))
-    rep.add("speed", "fit ms/frame, identity locked, one core (median)", float(np.median(locked_ms)), None,
+    locked = np.array(locked_flags)
+    first = int(np.argmax(locked)) if locked.any() else len(locked)
+    for label, sl in (("identity locked", slice(first, None)), ("all frames incl. the lock", slice(None))):
+        jr, js = second_diff_rms(np.array(raw_v[sl])), second_diff_rms(np.array(sm_v[sl]))
+        n = len(raw_v[sl])
+        rep.add(sec, f"mesh jitter (2nd-diff RMS), smoothed, {label}", js, jr, "raw per-frame fit",
+                "≥ 3× lower than raw", "mm", n)
+        rep.add(sec, f"jitter reduction raw/smoothed, {label}", jr / js if js > 0 else math.nan, 1.0,
+                "no smoothing", "≥ 3", "×", n)
+    lk = slice(first, None)
+    rep.add(sec, "68-landmark jitter, smoothed fit (no look-ahead), locked", second_diff_rms(np.array(sm68[lk])),
+            second_diff_rms(np.array(mp_68[lk])), "raw MediaPipe 68-subset", "goal ≤ 2.0", "px", len(sm68[lk]))
+    rep.add(sec, "68-landmark jitter, raw fit, locked", second_diff_rms(np.array(raw68[lk])),
+            second_diff_rms(np.array(mp_68[lk])), "raw MediaPipe 68-subset", "", "px", len(raw68[lk]))
+    # CPU time of the fitting thread (one core), immune to other processes competing for the cores.
+    fitter = FaceFitter(model, corr, Intrinsics.from_fov(1280, 720), FitOptions())
+    cpu_ms = []
+    for track in tracks:
+        c0 = time.thread_time()
+        fit = fitter.fit(track)
+        if fit.identity_locked:
+            cpu_ms.append((time.thread_time() - c0) * 1e3)
+    rep.add("speed", "fit CPU ms/frame, identity locked, one core (median)", float(np.median(cpu_ms)), None,
+            "", "≤ 3", "ms", len(cpu_ms))
+    rep.add("speed", "fit CPU ms/frame, identity locked, one core (p95)", float(np.percentile(cpu_ms, 95)),
+            None, "", "", "ms", len(cpu_ms))
+    rep.add("speed", "fit wall ms/frame, identity locked (median)", float(np.median(locked_ms)), None,
             "", "≤ 3", "ms", len(locked_ms))
-    rep.add("speed", "fit ms/frame, identity locked, one core (p95)", float(np.percentile(locked_ms, 95)),
-            None, "", "", "ms", len(locked_ms))
-    rep.add("speed", "fit ms/frame, all frames incl. identity estimation (median)", float(np.median(fit_ms)),
-            None, "", "", "ms", len(fit_ms))
+    rep.add("speed", "fit wall ms/frame, all frames incl. identity estimation (median)",
+            float(np.median(fit_ms)), None, "", "", "ms", len(fit_ms))
 
 
 def step_response(rep: Report, smoothing: SmoothingOptions) -> None:
