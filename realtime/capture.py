@@ -24,7 +24,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -267,6 +267,16 @@ class FrameSource(ABC):
     @property
     def ended(self) -> bool:
         return self.handoff.ended
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Every frame until the end (opens the source if needed); ``error`` tells why it ended early."""
+        self.open()
+        while True:
+            item = self.get(0.1)
+            if item is not None:
+                yield item[0]
+            elif self.ended:
+                return
 
     def stop(self) -> None:
         """Ask the producer to stop (returns at once; ``close`` waits for it)."""

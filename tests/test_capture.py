@@ -170,6 +170,8 @@ def test_array_source_back_pressure_delivers_all() -> None:
     frames = drain(ArraySource(images, fps=10.0))
     assert [int(f.image[0, 0, 0]) for f in frames] == list(range(20))
     assert frames[3].timestamp_s == pytest.approx(0.3)
+    with ArraySource(images) as src:  # sources are iterables of frames too
+        assert [f.index for f in src] == list(range(20))
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
