@@ -313,7 +313,9 @@ class FaceFitter:
         """Drop the warm start (the next frame is solved from scratch); identity is kept."""
         self._state.valid = False
 
-    def fit(self, track: FaceTrack, warm_start: EngineEstimate | None = None) -> FaceFit:
+    def fit(self, track: FaceTrack, warm_start: EngineEstimate | None = None, *, mesh: bool = True) -> FaceFit:
+        """Fit one frame. ``mesh=False`` leaves ``vertices_mm`` empty ((0, 3)) for a caller that rebuilds the
+        mesh itself (the smoothing stage), so the full mesh is formed once per frame."""
         t0 = time.perf_counter()
         self.events = []
         opt = self.options
@@ -345,7 +347,7 @@ class FaceFitter:
             self._gn_step(obs, free_identity)
         st.valid = True
         self._update_identity_lock(obs)
-        fit = self._make_fit(obs)
+        fit = self._make_fit(obs, mesh)
         log.debug("fit %.2f ms", (time.perf_counter() - t0) * 1e3)
         return fit
 
@@ -659,11 +661,11 @@ class FaceFitter:
     # ------------------------------------------------------------------ outputs
     def make_fit(self, identity: np.ndarray, expression: np.ndarray, rotation: np.ndarray,
                  translation: np.ndarray, residual_px: float, confidence: float, locked: bool,
-                 scale_source: str = "iris") -> FaceFit:
+                 scale_source: str = "iris", mesh: bool = True) -> FaceFit:
         return self.mesher.make_fit(self.intrinsics, identity, expression, rotation, translation, residual_px,
-                                    confidence, locked, scale_source)
+                                    confidence, locked, scale_source, mesh=mesh)
 
-    def _make_fit(self, obs: _Observation) -> FaceFit:
+    def _make_fit(self, obs: _Observation, mesh: bool = True) -> FaceFit:
         st = self._state
         p = self._landmark_points(st.identity, st.expression)
         x = p @ st.rotation.T + st.translation
@@ -678,7 +680,7 @@ class FaceFitter:
         scale_source = "iris" if float(obs.iris_px.max()) > 2.0 else "prior"
         locked = self.identity_locked and self._verify is None   # not while re-checking a re-found face
         return self.make_fit(st.identity, st.expression, st.rotation, st.translation, residual, confidence,
-                             locked, scale_source)
+                             locked, scale_source, mesh)
 
 
 class MeshBuilder:
@@ -728,14 +730,16 @@ class MeshBuilder:
 
     def make_fit(self, intrinsics: Intrinsics, identity: np.ndarray, expression: np.ndarray,
                  rotation: np.ndarray, translation: np.ndarray, residual_px: float, confidence: float,
-                 locked: bool, scale_source: str = "iris") -> FaceFit:
+                 locked: bool, scale_source: str = "iris", mesh: bool = True) -> FaceFit:
         lm_mm, lm_px = self.landmarks68(intrinsics, identity, expression, rotation, translation)
+        vertices = (self.mesh(identity, expression, rotation, translation) if mesh
+                    else np.empty((0, 3), np.float32))
         return FaceFit(
             pose=Pose(rotation=np.array(rotation, np.float64),
                       translation_mm=np.array(translation, np.float64)),
             expression=np.asarray(expression, np.float32).copy(),
             identity=np.asarray(identity, np.float32).copy(),
-            vertices_mm=self.mesh(identity, expression, rotation, translation),
+            vertices_mm=vertices,
             landmarks68_px=lm_px.astype(np.float32),
             landmarks68_mm=lm_mm.astype(np.float32),
             residual_px=float(residual_px),
@@ -832,13 +836,16 @@ class FitStage:
     """Pipeline stage "fit": one ``FaceFitter`` per face slot; fills ``FaceResult.fit``.
 
     Handles the "reset-identity" event and adds the fitters' events ("identity-locked", "new-face") to the
-    frame's events.
+    frame's events. With ``mesh=False`` (set when a ``SmoothingStage`` follows, which rebuilds the mesh from
+    the smoothed parameters) the raw fit's ``vertices_mm`` is left empty: one full mesh per frame.
     """
 
     name = "fit"
 
     def __init__(self, model: MorphableModel | None = None, correspondence: CorrespondenceLike | None = None,
-                 intrinsics: IntrinsicsResolver | None = None, options: FitOptions | None = None) -> None:
+                 intrinsics: IntrinsicsResolver | None = None, options: FitOptions | None = None,
+                 mesh: bool = True) -> None:
+        self.mesh = mesh
         if model is None:
             from realtime.facemodel import load_face_model
 
@@ -870,7 +877,7 @@ class FitStage:
         intr = self.intrinsics.for_size(result.frame.width, result.frame.height)
         for slot, face in enumerate(result.faces):
             fitter = self._fitter(slot, intr)
-            face.fit = fitter.fit(face.track, warm_start=face.engine if fitter.cold else None)
+            face.fit = fitter.fit(face.track, warm_start=face.engine if fitter.cold else None, mesh=self.mesh)
             result.events.extend(e for e in fitter.events if e not in result.events)
         result.timings_ms[self.name] = (time.perf_counter() - t0) * 1000.0
 

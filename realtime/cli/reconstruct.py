@@ -85,8 +85,10 @@ def fit_stages_from_args(args: argparse.Namespace) -> list[Any]:
     resolver = intrinsics_resolver_from_args(args)
     smoothing = smoothing_options_from_args(args)
     model = load_face_model()
-    stages: list[Any] = [FitStage(model, intrinsics=resolver)]
-    if not getattr(args, "no_smooth", False):
+    smooth = not getattr(args, "no_smooth", False)
+    # With smoothing, the smoother forms the (smoothed) mesh; the fit stage skips its own.
+    stages: list[Any] = [FitStage(model, intrinsics=resolver, mesh=not smooth)]
+    if smooth:
         stages.append(SmoothingStage(model, resolver, smoothing))
     return stages
 
