@@ -568,3 +568,18 @@ def test_default_microphone_is_optional(tmp_path: Path, frames: list[np.ndarray]
     else:
         assert a["reason"] and s.audio_path is None
         assert "audio" in a["reason"] or "PortAudio" in a["reason"]
+
+
+def test_a_slow_encoder_drops_and_counts_frames_instead_of_blocking(tmp_path: Path,
+                                                                   frames: list[np.ndarray]) -> None:
+    from realtime.session.video import FragmentedVideoWriter
+
+    writer = FragmentedVideoWriter(tmp_path / "v.mp4", pytest.fail, queue_frames=2, slots=8)
+    t0 = time.perf_counter()
+    accepted = [writer.put(frames[i % N_FRAMES], i / 30.0) for i in range(60)]  # a burst, no waiting
+    put_s = time.perf_counter() - t0
+    stats = writer.close()
+    assert put_s < 0.5  # never waited for the encoder
+    assert stats.frames_dropped == accepted.count(False) > 0
+    assert stats.frames_written == accepted.count(True) == 60 - stats.frames_dropped
+    assert check_video(tmp_path / "v.mp4").frames == stats.frames_written
