@@ -275,6 +275,8 @@ class FaceFitter:
         self._iris_chords_mm = scale * np.asarray(self.options.iris_chords_mm, np.float64)
         self._iris_chord_use = 1.0 / np.asarray(self.options.iris_chords_sd_mm, np.float64) ** 2
         self.mesher = MeshBuilder(model)
+        import cv2  # noqa: F401  (cold starts use solvePnP: import now, not on the first live frame)
+
         self._state = _State(expression=np.zeros(self.n_exp), identity=np.zeros(self.n_id))
         self._locked_identity: np.ndarray | None = None
         self._acc = _IdentityAccumulator.empty(self.n_id)
@@ -340,11 +342,19 @@ class FaceFitter:
         # While verifying a re-found track, identity is solved freely for a few frames (then restored if
         # it is the same person).
         free_identity = opt.solve_identity and (self._locked_identity is None or self._verify is not None)
-        iters = opt.cold_iterations if cold else opt.iterations
-        if free_identity and not cold:
-            iters = max(iters, 4)
-        for _ in range(iters):
-            self._gn_step(obs, free_identity)
+        if cold:
+            # Pose and expression first (cheap: 59 unknowns), then identity too; a tracked face needs only a
+            # few identity steps here (the lock accumulator estimates it over frames).
+            rigid = opt.cold_iterations // 2
+            with_id = (opt.cold_iterations - rigid) if not opt.lock_identity else min(3, opt.cold_iterations)
+            for _ in range(rigid if free_identity else opt.cold_iterations):
+                self._gn_step(obs, False)
+            for _ in range(with_id if free_identity else 0):
+                self._gn_step(obs, True)
+        else:
+            # Identity still moving (not locked): one more step than a locked frame.
+            for _ in range(max(opt.iterations, 3) if free_identity else opt.iterations):
+                self._gn_step(obs, free_identity)
         st.valid = True
         self._update_identity_lock(obs)
         fit = self._make_fit(obs, mesh)

@@ -162,7 +162,8 @@ class SmoothingStage:
         self.options = options or SmoothingOptions()
         self.intrinsics = intrinsics or IntrinsicsResolver()
         self.mesher = MeshBuilder(model)
-        self._smoothers: list[PoseExpressionSmoother] = []
+        # One smoother made now: it imports scipy's rotations, which must not land on the first live frame.
+        self._smoothers: list[PoseExpressionSmoother] = [PoseExpressionSmoother(self.options)]
 
     def smooth_fit(self, slot: int, fit: FaceFit, timestamp_s: float, track_id: int | None,
                    intr: Intrinsics) -> FaceFit:
