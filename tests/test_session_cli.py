@@ -170,3 +170,30 @@ def test_record_ends_when_the_protocol_is_complete(tmp_path: Path, talking_video
     assert s.frames["phase"].to_pylist()[-1] == "rest"
     assert (folder / "protocol.toml").read_text() == proto.read_text()
     assert "processed" in out
+
+
+@pytest.mark.slow
+def test_record_into_a_full_disk_exits_3_and_keeps_the_folder(tmp_path: Path, talking_video: Path,
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
+    # capfd: the CLI routes file descriptor 2 through MediaPipe's log filter
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        rc, out, err = _run(["record", "--video", str(talking_video), "--no-audio", "--no-fit", "--out",
+                             str(mnt), "--subject", "full"], capfd)
+        assert rc == 3
+        lines = [line for line in err.splitlines() if line.startswith("realtime-face: error:")]
+        assert len(lines) == 1 and "recording stopped:" in lines[0] and "No space left on device" in lines[0]
+        assert "session repair" in lines[0]
+        folder = next(mnt.glob("full_*"))
+        assert f"session {folder}: failed" in out
+        s = load_session(folder)  # what fit on the disk is readable; the manifest is an intact earlier
+        assert s.status in ("failed", "recording") and not s.problems  # version when no byte was left
+        assert s.manifest["format"] == "realtime-face-session" and s.subject_id == "full"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
