@@ -72,15 +72,29 @@ class DetailNetwork:
 
 
 def fast_detail(net: DetailNetwork, image: np.ndarray, vertices_mm: np.ndarray, model: MorphableModel,
-                intrinsics: Intrinsics, atlas: UVAtlas) -> FastDetail:
-    """Unwrap ``image`` with the camera-space mesh and predict the displacement map (network only, no SFS)."""
+                intrinsics: Intrinsics, atlas: UVAtlas, net_atlas: UVAtlas | None = None,
+                max_side: int = 400) -> FastDetail:
+    """Unwrap ``image`` with the camera-space mesh and predict the displacement map (network only, no SFS).
+
+    The unwrapping runs at the network's resolution: the image is scaled to at most ``max_side`` pixels and
+    the texture is sampled straight into a ``net.input_size`` atlas (pass it as ``net_atlas`` to reuse it).
+    """
     import cv2
 
     t0 = time.perf_counter()
-    depth = visible_depth(np.asarray(vertices_mm, np.float64), model.triangles, intrinsics.width,
-                          intrinsics.height, intrinsics.project)
-    tex, _ = unwrap_texture(atlas, [View(image, np.asarray(vertices_mm, np.float64), intrinsics, depth)],
-                            model.triangles)
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    k = intrinsics
+    img = image
+    if scale < 1.0:
+        sw, sh = max(round(w * scale), 1), max(round(h * scale), 1)
+        img = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        k = intrinsics.scaled(sw, sh)
+    small = net_atlas if net_atlas is not None and net_atlas.size == net.input_size else UVAtlas.build(
+        model, net.input_size)
+    verts = np.asarray(vertices_mm, np.float64)
+    depth = visible_depth(verts, model.triangles, k.width, k.height, k.project)
+    tex, _ = unwrap_texture(small, [View(img, verts, k, depth)], model.triangles)
     t1 = time.perf_counter()
     disp = net.predict(tex)
     t2 = time.perf_counter()

@@ -40,9 +40,13 @@ def visible_depth(vertices_cam: np.ndarray, triangles: np.ndarray, width: int, h
                   intrinsics_project: object) -> np.ndarray:
     """Full-resolution depth of the front-most surface (for the texture's visibility test)."""
     px = intrinsics_project(vertices_cam)  # type: ignore[operator]
-    front = vertices_cam[:, 2] > 1.0
+    v = np.asarray(vertices_cam, np.float64)
+    front = v[:, 2] > 1.0
     tri = triangles[front[triangles].all(axis=1)]
-    r = rasterize(px, tri, height, width, depth=vertices_cam[:, 2])
+    # back faces can never be the visible surface of a closed-enough head: skip them (half the work)
+    a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
+    tri = tri[np.einsum("ij,ij->i", np.cross(b - a, c - a), a) < 0.0]
+    r = rasterize(px, tri, height, width, depth=v[:, 2])
     return depth_map(r, vertices_cam[:, 2], tri)
 
 
