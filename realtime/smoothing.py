@@ -39,6 +39,9 @@ class SmoothingOptions:
     expression_min_cutoff_hz: float = 1.5
     expression_beta: float = 3.0
     """Per unit-weight/s."""
+    identity_cutoff_hz: float = 1.0
+    """Low-pass on the identity while it is still being estimated (before the lock, and across the lock's
+    step): the face's shape settles instead of flickering. A locked, settled identity passes unchanged."""
     derivative_cutoff_hz: float = 4.0
     reset_gap_s: float = 0.5
     """A gap longer than this between a face's frames restarts its filters (no smoothing across cuts)."""
@@ -90,6 +93,7 @@ class _FaceFilters:
     rotation: OneEuroFilter
     translation: OneEuroFilter
     expression: OneEuroFilter
+    identity: OneEuroFilter
     track_id: int | None = None
     last_t: float | None = None
     last_quat: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -98,6 +102,7 @@ class _FaceFilters:
         self.rotation.reset()
         self.translation.reset()
         self.expression.reset()
+        self.identity.reset()
         self.last_t = None
         self.last_quat = np.zeros(0)
 
@@ -109,6 +114,7 @@ class PoseExpressionSmoother:
         from scipy.spatial.transform import Rotation  # here, not at import: keeps `--help` fast
 
         self._rotation = Rotation
+        self._last_dt = 1.0 / 30.0
         o = options or SmoothingOptions()
         self.options = o
         self._f = _FaceFilters(
@@ -118,6 +124,7 @@ class PoseExpressionSmoother:
                 np.array([o.translation_beta] * 2 + [o.translation_z_beta]), o.derivative_cutoff_hz, True),
             expression=OneEuroFilter(o.expression_min_cutoff_hz, o.expression_beta, o.derivative_cutoff_hz,
                                      True),
+            identity=OneEuroFilter(o.identity_cutoff_hz, 0.0, o.derivative_cutoff_hz, False),
         )
 
     def reset(self) -> None:
@@ -136,6 +143,7 @@ class PoseExpressionSmoother:
         if not dt > 0.0 or dt > o.reset_gap_s:
             dt = o.default_dt_s
         f.last_t = timestamp_s
+        self._last_dt = dt
         q = self._rotation.from_matrix(rotation).as_quat()
         if f.last_quat.size and float(q @ f.last_quat) < 0.0:
             q = -q   # same rotation, continuous path for the filter
@@ -147,12 +155,25 @@ class PoseExpressionSmoother:
         ex = np.clip(f.expression(expression, dt), 0.0, 1.0)
         return rot, tr, ex
 
+    def identity(self, identity: np.ndarray, locked: bool) -> np.ndarray:
+        """The smoothed identity (call after ``__call__`` for the same frame: it uses that frame's dt)."""
+        f = self._f
+        dt = self.options.default_dt_s if f.last_t is None else max(self._last_dt, 1e-3)
+        out = f.identity(identity, dt)
+        if locked and float(np.abs(out - identity).max()) < 1e-3:
+            # Settled on the locked identity: pass it through exactly (keeps the mesh cache valid).
+            f.identity.reset()
+            f.identity(identity, dt)
+            return np.asarray(identity, np.float64)
+        return out
+
 
 class SmoothingStage:
     """Pipeline stage "smooth": replaces each ``FaceResult.fit`` with its temporally smoothed version.
 
-    The smoothed fit keeps the raw fit's identity, residual, confidence and lock flag; pose, expression,
-    vertices and landmarks are rebuilt from the smoothed parameters.
+    The smoothed fit keeps the raw fit's residual, confidence and lock flag; pose, expression, identity
+    (low-passed only while it is still moving), vertices and landmarks are rebuilt from the smoothed
+    parameters.
     """
 
     name = "smooth"
@@ -169,9 +190,10 @@ class SmoothingStage:
                    intr: Intrinsics) -> FaceFit:
         while len(self._smoothers) <= slot:
             self._smoothers.append(PoseExpressionSmoother(self.options))
-        rot, tr, ex = self._smoothers[slot](timestamp_s, fit.pose.rotation, fit.pose.translation_mm,
-                                            fit.expression, track_id)
-        out = self.mesher.make_fit(intr, fit.identity, ex, rot, tr, fit.residual_px, fit.confidence,
+        sm = self._smoothers[slot]
+        rot, tr, ex = sm(timestamp_s, fit.pose.rotation, fit.pose.translation_mm, fit.expression, track_id)
+        ident = sm.identity(fit.identity, fit.identity_locked)
+        out = self.mesher.make_fit(intr, ident, ex, rot, tr, fit.residual_px, fit.confidence,
                                    fit.identity_locked, fit.scale_source)
         return out
 
