@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BINS = ((0, 15), (15, 30), (30, 45), (45, 60), (60, 75))
 THREADS = {"mobile-facernet": 1, "deep3d": 2}
+PROFILE_DEG = 45.0
 
 
 def rotation_error_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -98,6 +99,7 @@ def synthetic_table(engines: list[str], n: int, seed: int, size: int) -> dict[st
     from realtime.facemodel import load_face_model
     from realtime.fitting import FaceFitter, FitOptions
     from realtime.landmarks import FaceMeshTracker
+    from realtime.results import Pose
     from realtime.synthetic import SyntheticGenerator
 
     model = load_face_model()
@@ -129,6 +131,15 @@ def synthetic_table(engines: list[str], n: int, seed: int, size: int) -> dict[st
                     fit = FaceFitter(model, corr, s.intrinsics, opts).fit(track)
                     row["fit_mm"] = err(fit.identity, fit.expression)
                     row["fit_deg"] = rotation_error_deg(fit.pose.rotation, s.pose.rotation)
+                    # Trivial baseline for the profile policy: the fitter's own yaw decides, the identity
+                    # is locked to the mean face.
+                    mf = fit
+                    if abs(fit.pose.euler_deg()[0]) > PROFILE_DEG:
+                        f2 = FaceFitter(model, corr, s.intrinsics, opts)
+                        f2.lock_identity(np.zeros(model.n_identity))
+                        mf = f2.fit(track)
+                    row["fit|meanid_mm"] = err(mf.identity, mf.expression)
+                    row["fit|meanid_deg"] = rotation_error_deg(mf.pose.rotation, s.pose.rotation)
                     for e, reg in regs.items():
                         est = reg.predict(s.image, track, s.intrinsics)
                         row[f"{e}_mm"] = err(est.identity, est.expression)
@@ -136,15 +147,23 @@ def synthetic_table(engines: list[str], n: int, seed: int, size: int) -> dict[st
                         wf = FaceFitter(model, corr, s.intrinsics, opts).fit(track, warm_start=est)
                         row[f"{e}+fit_mm"] = err(wf.identity, wf.expression)
                         row[f"{e}+fit_deg"] = rotation_error_deg(wf.pose.rotation, s.pose.rotation)
+                        # Profile policy: where the engine sees |yaw| > 45°, its identity is kept (landmarks
+                        # of a profile barely constrain identity) and the fit solves pose and expression.
+                        pf = FaceFitter(model, corr, s.intrinsics, opts)
+                        if abs(Pose(est.rotation, est.translation_mm).euler_deg()[0]) > PROFILE_DEG:
+                            pf.lock_identity(est.identity)
+                        pr = pf.fit(track, warm_start=est)
+                        row[f"{e}+fit|id_mm"] = err(pr.identity, pr.expression)
+                        row[f"{e}+fit|id_deg"] = rotation_error_deg(pr.pose.rotation, s.pose.rotation)
                 rows.append(row)
                 if (i + 1) % 20 == 0:
                     print(f"  synthetic {i + 1}/{n}", file=sys.stderr)
     finally:
         for reg in regs.values():
             reg.close()
-    cols = ["mean_face_mm", "frontal_deg", "fit_mm", "fit_deg"]
+    cols = ["mean_face_mm", "frontal_deg", "fit_mm", "fit_deg", "fit|meanid_mm", "fit|meanid_deg"]
     for e in engines:
-        cols += [f"{e}_mm", f"{e}_deg", f"{e}+fit_mm", f"{e}+fit_deg"]
+        cols += [f"{e}_mm", f"{e}_deg", f"{e}+fit_mm", f"{e}+fit_deg", f"{e}+fit|id_mm", f"{e}+fit|id_deg"]
     table = []
     for lo, hi in BINS:
         sel = [r for r in rows if lo <= abs(float(r["yaw"])) < hi + 1e-6]
@@ -216,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--reps", type=int, default=300)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     args = ap.parse_args(argv)
 
     import cv2
@@ -245,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     report["engines"] = engines
     report["synthetic"] = synthetic_table(args.engines, args.n, args.seed, args.size)
     report["photos"] = photo_nme(args.engines)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=1))
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -266,21 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         f"\nheld-out synthetic set ({syn['n']} renders {syn['render_px']} px, seed {syn['seed']}): "
         "model-space mesh error mm / rotation error deg"
     )
-    head = f"{'|yaw|':>7} {'n':>3} {'trk':>3} {'mean face':>10} {'fit':>12}"
+    names = ["mean face", "fit", "fit|meanid"]
+    keys = [("mean_face_mm", "frontal_deg"), ("fit_mm", "fit_deg"), ("fit|meanid_mm", "fit|meanid_deg")]
     for e in args.engines:
-        head += f" {e:>14} {e + '+fit':>18}"
-    print(head)
+        short = "mfr" if e == "mobile-facernet" else "d3d"
+        names += [short, f"{short}+fit", f"{short}+fit|id"]
+        keys += [(f"{e}_mm", f"{e}_deg"), (f"{e}+fit_mm", f"{e}+fit_deg"), (f"{e}+fit|id_mm", f"{e}+fit|id_deg")]
+    print(f"{'|yaw|':>7} {'n':>3} {'trk':>3} " + " ".join(f"{n:>13}" for n in names))
     for b in syn["bins"]:
-        line = (
-            f"{b['bin']:>7} {b['renders']:>3} {b['tracked']:>3} "
-            f"{b['mean_face_mm']!s:>5}/{b['frontal_deg']!s:<4} "
-            f"{b['fit_mm']!s:>6}/{b['fit_deg']!s:<5}"
-        )
-        for e in args.engines:
-            line += (
-                f" {b[e + '_mm']!s:>7}/{b[e + '_deg']!s:<6} {b[e + '+fit_mm']!s:>11}/{b[e + '+fit_deg']!s:<6}"
-            )
-        print(line)
+        cells = [f"{b[m]!s}/{b[d]!s}" for m, d in keys]
+        print(f"{b['bin']:>7} {b['renders']:>3} {b['tracked']:>3} " + " ".join(f"{c:>13}" for c in cells))
+    print("fit|meanid: identity locked to the mean face where the fit's |yaw| > 45°; <e>+fit: warm start only;")
+    print("<e>+fit|id: warm start, and identity kept from the engine where its |yaw| > 45°")
     print("\n68-landmark NME (%) on the annotated photos")
     for r in report["photos"]:  # type: ignore[attr-defined]
         print("  " + "  ".join(f"{k}={v}" for k, v in r.items()))
