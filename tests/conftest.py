@@ -45,3 +45,40 @@ def face_model():
     from realtime.facemodel import load_face_model
 
     return load_face_model()
+
+
+@pytest.fixture(scope="session")
+def xvfb_display():
+    """One private Xvfb for the whole test run, with DISPLAY pointing at it.
+
+    Session-scoped on purpose: pyglet keeps its X connection for the life of the process, and Xlib exits
+    the process when that server goes away, so in-process window tests must all share one server.
+    """
+    import shutil
+    import subprocess
+    import time
+
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        pytest.fail("Xvfb is not installed (Debian package xvfb; tools/bootstrap.sh installs it)")
+    number = next(n for n in range(140, 400) if not Path(f"/tmp/.X{n}-lock").exists()
+                  and not Path(f"/tmp/.X11-unix/X{n}").exists())
+    proc = subprocess.Popen([exe, f":{number}", "-screen", "0", "1600x900x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("Xvfb did not start")
+        time.sleep(0.05)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{number}"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -164,25 +162,6 @@ def test_unwritable_outputs_exit_3_before_processing(what: str, videos_dir: Path
     assert "processed" not in proc.stdout
 
 
-@pytest.fixture
-def xvfb() -> Iterator[str]:
-    """A private Xvfb display (Debian xvfb, installed by tools/bootstrap.sh)."""
-    exe = shutil.which("Xvfb")
-    assert exe, "Xvfb is not installed"
-    number = next(n for n in range(300, 400) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    proc = subprocess.Popen([exe, f":{number}", "-screen", "0", "1600x900x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 20
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
-        time.sleep(0.05)
-    try:
-        yield f":{number}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def start_and_terminate(args: list[str], partial: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Start the app, send SIGTERM once it is writing ``partial``, return (exit code, stdout)."""
     proc = subprocess.Popen([sys.executable, "-m", "realtime", *args], cwd=ROOT, env=env, text=True,
@@ -216,9 +195,9 @@ def test_sigterm_closes_the_outputs(videos_dir: Path, tmp_path: Path) -> None:
         assert sum(1 for _ in c.decode(video=0)) == n
 
 
-def test_live_window_runs_and_stops_cleanly(videos_dir: Path, tmp_path: Path, xvfb: str) -> None:
+def test_live_window_runs_and_stops_cleanly(videos_dir: Path, tmp_path: Path, xvfb_display: str) -> None:
     """Without --headless the window shows the pipeline; SIGTERM closes window, pipeline and outputs."""
-    env = {**os.environ, "DISPLAY": xvfb}
+    env = {**os.environ, "DISPLAY": xvfb_display}
     args = ["--no-fit", "--video", str(videos_dir / "wink_blink_gaze.mp4"), "--export", str(tmp_path)]
     code, out = start_and_terminate(args, tmp_path / "frames.parquet.partial", env=env)
     assert code == 130
@@ -232,8 +211,8 @@ def test_window_without_display_is_a_clear_error(videos_dir: Path) -> None:
     assert_one_line_error(proc, 1, r"no display; use --headless")
 
 
-def test_doctor_json(xvfb: str) -> None:
-    proc = cli("doctor", "--json", timeout=90, env={**os.environ, "DISPLAY": xvfb})
+def test_doctor_json(xvfb_display: str) -> None:
+    proc = cli("doctor", "--json", timeout=90, env={**os.environ, "DISPLAY": xvfb_display})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     checks = {c["name"]: c for c in report["checks"]}

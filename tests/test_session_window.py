@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,34 +11,6 @@ import av
 import pytest
 
 pytestmark = [pytest.mark.window, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def display() -> Iterator[str]:
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        pytest.fail("Xvfb is not installed (Debian package xvfb; tools/bootstrap.sh installs it)")
-    number = next(n for n in range(240, 340) if not Path(f"/tmp/.X{n}-lock").exists()
-                  and not Path(f"/tmp/.X11-unix/X{n}").exists())
-    proc = subprocess.Popen([exe, f":{number}", "-screen", "0", "1600x900x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("Xvfb did not start")
-        time.sleep(0.05)
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{number}"
-    try:
-        yield os.environ["DISPLAY"]
-    finally:
-        if old is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = old
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _step_until(window: Any, condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -52,7 +21,7 @@ def _step_until(window: Any, condition: Callable[[], bool], timeout_s: float = 6
         time.sleep(0.01)
 
 
-def test_r_key_records_a_session_with_the_prompt_on_the_hud(display: str, talking_video: Path,
+def test_r_key_records_a_session_with_the_prompt_on_the_hud(xvfb_display: str, talking_video: Path,
                                                             tmp_path: Path) -> None:
     import pyglet
 
