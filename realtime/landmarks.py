@@ -83,6 +83,8 @@ _filter_installed = False
 def quiet_native_logs() -> None:
     """CLI only: drop MediaPipe's native (absl/TFLite) log lines from stderr; they go to debug logging.
 
+    Does nothing when ``sys.stderr`` is not the process's own (e.g. under pytest's capture).
+
     MediaPipe 0.10.21 logs through absl, which ignores GLOG_minloglevel before ``absl::InitializeLog``, so
     e.g. a once-per-process projection warning would land between our one-line messages. File descriptor
     2 is routed through a pipe and a filter thread; Python's own ``sys.stderr`` (and the logging handlers
@@ -91,13 +93,19 @@ def quiet_native_logs() -> None:
     global _filter_installed
     if _filter_installed:
         return
+    old = sys.stderr
+    if old is not sys.__stderr__:
+        # Called in-process by a host that already redirects stderr (pytest's capture, an embedding app):
+        # rewiring file descriptor 2 under it would break its bookkeeping. Leave stderr alone.
+        return
+    if old is None:
+        return
     _filter_installed = True
-    sys.stderr.flush()
+    old.flush()
     original = os.dup(2)
     read_fd, write_fd = os.pipe()
     os.dup2(write_fd, 2)
     os.close(write_fd)
-    old = sys.stderr
     new = os.fdopen(
         original,
         "w",
