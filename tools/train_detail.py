@@ -85,7 +85,7 @@ def build(args: argparse.Namespace) -> int:
         log.info("%s: refined in %.1f s", name, outcome.timings_ms["total"] / 1e3)
 
     t0 = time.perf_counter()
-    videos = sorted((shared_dir() / "data" / "videos").glob("*.mp4"))
+    videos = sorted((shared_dir() / "data" / "videos").glob("*.mp4")) if args.video_frames > 0 else []
     for v in videos:
         with av.open(str(v)) as container:
             stream = container.streams.video[0]
@@ -184,9 +184,14 @@ def train(args: argparse.Namespace) -> int:
     if n < 10:
         print(f"need at least 10 samples, found {n} in {args.data}", file=sys.stderr)
         return 2
-    # held out: one whole video (no near-duplicate neighbouring frames across the split) + every 5th render
-    test = np.array([nm.startswith(f"video_{args.holdout_video}") or (nm.startswith("synth") and
-                     int(nm.split("_")[-1]) % 5 == 0) for nm in names])
+    # Trained on synthetic renders only: the shared videos are evaluation/test-only media, so every video
+    # keyframe is held out (with --train-on-video, only --holdout-video is). Plus every 5th render.
+    def held_out(nm: str) -> bool:
+        if nm.startswith("video_"):
+            return not args.train_on_video or nm.startswith(f"video_{args.holdout_video}")
+        return int(nm.split("_")[-1]) % 5 == 0
+
+    test = np.array([held_out(nm) for nm in names])
     xt = torch.tensor(x.transpose(0, 3, 1, 2), dtype=torch.float32)
     yt = torch.tensor(y, dtype=torch.float32)
     mt = torch.tensor(m, dtype=torch.float32)
@@ -275,16 +280,17 @@ def export(
             "layout": "ICT-FaceKit face-area UV tile [0,1]², row 0 = v 1",
         },
         "output": {"name": "displacement_uv", "shape": [1, NET_SIZE, NET_SIZE], "unit": "mm"},
-        "training_data": f"{n} samples: SFS displacement maps (realtime.refine) of keyframes of the shared "
-        "demo "
-        "videos and of synthetic renders with wrinkles (realtime.refine.detail_synth); the "
-        "videos are evaluation/test-only media, so this network is a research artefact: "
-        "retrain on licensed data before shipping it commercially.",
+        "training_data": (
+            f"{n - n_test} SFS displacement maps (realtime.refine) of synthetic renders of the ICT-FaceKit "
+            "model with wrinkles (realtime.refine.detail_synth)"
+            + ("" if not args.train_on_video else " and keyframes of the shared demo videos (research only)")
+        ),
+        "evaluation_data": "held-out synthetic renders and keyframes of the shared demo videos (test media)",
         "held_out": n_test,
         "metrics": {k: round(v, 4) for k, v in summary.items()},
         "epochs": args.epochs,
         "trained_by": "tools/train_detail.py",
-        "licence": "weights trained by the project (MIT code); see training_data",
+        "licence": "weights trained by the project on renders of the MIT-licensed ICT-FaceKit model",
     }
     path.with_suffix(".json").write_text(json.dumps(card, indent=1))
     print(f"wrote {path} and {path.with_suffix('.json')}")
@@ -304,6 +310,8 @@ def main() -> int:
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--export", default=None)
     t.add_argument("--holdout-video", default="wink_blink_gaze", help="video whose frames are all held out")
+    t.add_argument("--train-on-video", action="store_true",
+                   help="also train on video keyframes (research only: the shared videos are test media)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("realtime").setLevel(logging.WARNING)
