@@ -82,3 +82,17 @@ def test_build_engines_command_reports_the_path(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     for name in ENGINE_FILES:
         assert f"{name}: onnxruntime-cpu (" in out
+
+
+def test_run_with_engine_records_its_timing(tmp_path: Path, talking_video: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from realtime.cli import main
+
+    rc = main(["run", "--headless", "--video", str(talking_video), "--max-frames", "4",
+               "--engine", "mobile-facernet", "--export", str(tmp_path)])
+    assert rc == 0
+    table = pq.read_table(tmp_path / "frames.parquet").to_pydict()
+    assert len(table["frame_index"]) == 4
+    assert all(t is not None and t > 0 for t in table["t_engine_ms"])
+    assert all(y is not None for y in table["yaw_deg"])
