@@ -96,3 +96,24 @@ def test_run_with_engine_records_its_timing(tmp_path: Path, talking_video: Path)
     assert len(table["frame_index"]) == 4
     assert all(t is not None and t > 0 for t in table["t_engine_ms"])
     assert all(y is not None for y in table["yaw_deg"])
+
+
+@pytest.mark.gpu
+def test_tensorrt_path_matches_cpu(tmp_path: Path) -> None:
+    """On an NVIDIA machine with tensorrt + pycuda/cuda-python: FP16 engine built once, cached, close to CPU."""
+    pytest.importorskip("tensorrt")
+    from realtime.engines.runtime import EngineRunner, probe_backend
+
+    if probe_backend("tensorrt").backend != "tensorrt":
+        pytest.skip("no usable GPU for TensorRT")
+    path = engines_dir() / ENGINE_FILES["mobile-facernet"]
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    with EngineRunner(path, prefer="cpu") as cpu:
+        ref = cpu.run(x)
+    with EngineRunner(path, prefer="tensorrt", engine_cache=tmp_path) as gpu:
+        assert gpu.backend == "tensorrt" and "engine built" in gpu.reason
+        out = gpu.run(x)
+    assert np.abs(out - ref).max() < 0.05 * (np.abs(ref).max() + 1.0)
+    assert len(list(tmp_path.glob("*.plan"))) == 1
+    with EngineRunner(path, prefer="tensorrt", engine_cache=tmp_path) as again:
+        assert "cached engine" in again.reason
