@@ -201,9 +201,11 @@ class Pipeline:
         return self.stats
 
     def start(self) -> None:
-        """Process on a background thread; poll ``latest()``; end with ``stop()`` (or the context manager)."""
+        """Process on a background thread; poll ``latest()``; end with ``stop()`` (or the context manager).
+
+        Calling it again while started does nothing (one processing thread per pipeline)."""
         if self._thread is not None:
-            raise RuntimeError("pipeline already started")
+            return
         self._thread = threading.Thread(target=self._loop, name="pipeline", daemon=True)
         self._thread.start()
 

@@ -92,6 +92,7 @@ def test_background_events_and_sinks_at_run_time(frames: list[np.ndarray]) -> No
     many = frames * 5
     with Pipeline(ArraySource(many), [], [slow]) as p:
         p.start()
+        p.start()  # idempotent: still one processing thread
         while p.latest() is None:
             time.sleep(0.005)
         p.post_event("snapshot")
