@@ -9,6 +9,9 @@ over the preceding frames so that the identity has settled):
 This picture contains pixels of the input video: check the video's licence before publishing it (the
 shared test videos are for evaluation only and are not committed).
 
+``synthetic_fit.png`` (``--synthetic SEED --out docs/images/synthetic_fit.png``): the same views on a
+synthetic head-turn clip of the face model; every pixel is the project's own.
+
 ``render_modes.png`` (``--modes``): the ICT-FaceKit mean face (MIT) in the display modes
 lit | wireframe | normals | depth | heatmap; no third-party pixels.
 
@@ -54,6 +57,23 @@ def fitted_frame(video: Path, frame_index: int) -> Any:
     return kept[0], fit
 
 
+def synthetic_video(path: Path, seed: int, n_frames: int = 90) -> Path:
+    """A synthetic head-turn clip of the face model (project-owned pixels, safe to publish)."""
+    import av
+
+    from realtime.facemodel import load_face_model
+    from realtime.synthetic import SyntheticGenerator
+
+    gen = SyntheticGenerator(load_face_model(), width=640, height=480, seed=seed)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for sample in gen.sequence(n_frames, yaw_amplitude_deg=25.0, period_frames=n_frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(sample.image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 def render_modes(height: int) -> np.ndarray:
     """The ICT mean face, three-quarter view, in five display modes side by side."""
     from realtime.facemodel import load_face_model
@@ -90,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default docs/images/live_view.png or render_modes.png")
     parser.add_argument("--height", type=int, default=480, help="height of the picture in pixels")
     parser.add_argument("--modes", action="store_true", help="the display modes of the ICT mean face")
+    parser.add_argument("--synthetic", type=int, metavar="SEED",
+                        help="fit a synthetic head-turn clip of the face model instead of --video")
     args = parser.parse_args(argv)
     if args.modes:
         out = args.out or Path("docs/images/render_modes.png")
@@ -98,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out}")
         return 0
     args.out = args.out or Path("docs/images/live_view.png")
+    if args.synthetic is not None:
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory()
+        args.video = synthetic_video(Path(tmp.name) / f"synthetic_{args.synthetic}.mp4", args.synthetic)
+        args.frame = min(args.frame, 89)
 
     result, fit_stage = fitted_frame(args.video, args.frame)
     fit = result.faces[0].fit
