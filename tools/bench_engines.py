@@ -106,7 +106,7 @@ def synthetic_table(engines: list[str], n: int, seed: int, size: int) -> dict[st
     corr = load_correspondence(model)
     region = model.narrow_face_area_vertices or model.face_area_vertices
     regs = {e: Regressor(e, path=engine_path(e), prefer="cpu", threads=THREADS[e]) for e in engines}
-    opts = FitOptions(lock_identity=False)
+    opts = FitOptions.single_image()  # the fitter's settings for unrelated single images
     rows: list[dict[str, float | bool]] = []
     rng = np.random.default_rng(seed)
     try:
@@ -214,7 +214,7 @@ def photo_nme(engines: list[str]) -> list[dict[str, object]]:
                 lo, span = frontal.min(0), np.ptp(frontal, axis=0)
                 base = (frontal - lo) / span * np.array([x1 - x0, y1 - y0]) + np.array([x0, y0])
                 row["baseline_nme"] = round(100 * float(np.linalg.norm(base - gt, axis=1).mean() / d), 2)
-                fit = FaceFitter(model, corr, intr, FitOptions(lock_identity=False)).fit(track)
+                fit = FaceFitter(model, corr, intr, FitOptions.single_image()).fit(track)
                 row["fit_nme"] = round(
                     100 * float(np.linalg.norm(fit.landmarks68_px - gt, axis=1).mean() / d), 2
                 )
