@@ -17,7 +17,10 @@ Differences from the paper, and why: the paper runs Adam on a GPU; here each ene
 Gauss-Newton steps with sparse solves (numpy/scipy only, a few seconds on two CPU cores). The smoothness
 and gradient terms act on the detail layer ``d - d0`` (so the coarse face's own curvature is not
 flattened), and the gradient term compares the albedo-free shading image with the height ``h = -(d - d0)``
-(a groove is deeper and darker). Units: intensities in [0, 1], depth in mm, pixels about 1 mm on the face.
+(a groove is deeper and darker). Units: intensities in [0, 1] times ``photometric_scale`` (the paper does
+not give its units), depth in mm, pixels about 1 mm on the face. The specular layer (ε = 1) is available
+but off by default: on the photos it absorbed the shading the depth should explain. Light and albedo are
+re-estimated once on the refined normals, and the detail fades out over 6 px at the mask border.
 """
 
 from __future__ import annotations
