@@ -63,6 +63,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", metavar="OUT.mp4", help="write an annotated video (H.264)")
     p.add_argument("--export", metavar="DIR", help="write the per-frame table DIR/frames.parquet")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    p.add_argument("--refine", metavar="DIR",
+                   help="refine keyframes and snapshots (s key) in a background worker; exports go to DIR")
     from realtime.cli.reconstruct import add_fit_arguments
     from realtime.engines.options import add_engine_arguments
 
@@ -116,6 +118,10 @@ def check_outputs(args: argparse.Namespace) -> None:
         from realtime.export import check_output_dir
 
         check_output_dir(args.export)
+    if getattr(args, "refine", None):
+        from realtime.export import check_output_dir
+
+        check_output_dir(args.refine)
 
 
 def build_sinks(args: argparse.Namespace, source: Any, stages: list[Any]) -> list[Any]:
@@ -138,6 +144,12 @@ def build_sinks(args: argparse.Namespace, source: Any, stages: list[Any]) -> lis
 
         # With fits, the video shows the fitted face in place and a 3D view (rendered headless, EGL).
         sinks.append(VideoWriterSink(args.output, fps=source.fps, draw=mesh_overlay_for(stages)))
+    if getattr(args, "refine", None):
+        from realtime.refine.worker import build_refine_sink
+
+        if not any(getattr(s, "name", "") == "fit" for s in stages):
+            raise UserError("--refine needs the fit stage (drop --no-fit)")
+        sinks.append(build_refine_sink(stages, args.refine))
     if not args.headless:
         # the window's r key starts/stops a free session recording into ./sessions (realtime.session)
         from realtime.session.controller import free_recording_sink
