@@ -48,8 +48,8 @@ def face_model():
 
 
 @pytest.fixture(scope="session")
-def xvfb_display():
-    """One private Xvfb for the whole test run, with DISPLAY pointing at it.
+def xvfb_server():
+    """One private Xvfb server for the whole test run; yields its DISPLAY name.
 
     Session-scoped on purpose: pyglet keeps its X connection for the life of the process, and Xlib exits
     the process when that server goes away, so in-process window tests must all share one server.
@@ -71,14 +71,15 @@ def xvfb_display():
             proc.kill()
             pytest.fail("Xvfb did not start")
         time.sleep(0.05)
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{number}"
     try:
-        yield os.environ["DISPLAY"]
+        yield f":{number}"
     finally:
-        if old is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = old
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def xvfb_display(xvfb_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """DISPLAY points at the shared Xvfb for this test only (other tests must see no display)."""
+    monkeypatch.setenv("DISPLAY", xvfb_server)
+    return xvfb_server
