@@ -21,7 +21,10 @@ def test_run_refines_keyframes_into_exports(talking_video: Path, tmp_path: Path)
     proc = _cli("--headless", "--video", str(talking_video), "--max-frames", "60", "--refine", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     exports = sorted(p.parent for p in out.glob("*/face.obj"))
+    queued = proc.stderr.count("queued for refinement")
     assert exports, f"no refined export in {out}: {proc.stderr[-1500:]}"
+    # a batch run finishes every keyframe it queued before it exits
+    assert len(exports) == queued, proc.stderr[-1500:]
     mesh = trimesh.load(exports[0] / "face.ply", force="mesh")
     assert len(mesh.vertices) > 1000 and mesh.is_empty is False
 

@@ -149,7 +149,8 @@ def build_sinks(args: argparse.Namespace, source: Any, stages: list[Any]) -> lis
 
         if not any(getattr(s, "name", "") == "fit" for s in stages):
             raise UserError("--refine needs the fit stage (drop --no-fit)")
-        sinks.append(build_refine_sink(stages, args.refine))
+        # A batch run finishes the keyframes it queued; a live window that quits cancels them.
+        sinks.append(build_refine_sink(stages, args.refine, finish_pending_s=120.0 if args.headless else 0.0))
     if not args.headless:
         # the window's r key starts/stops a free session recording into ./sessions (realtime.session)
         from realtime.session.controller import free_recording_sink

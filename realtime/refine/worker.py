@@ -186,6 +186,17 @@ class RefineWorker:
         with self._cond:
             return self._running is not None or bool(self._heap)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no job is waiting or running (True), or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._running is not None or self._heap:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self._stop and not self._thread.is_alive()):
+                    return False
+                self._cond.wait(timeout=min(remaining, 0.5))
+            return True
+
     def results(self) -> list[JobResult]:
         """Finished jobs since the last call (non-blocking)."""
         with self._cond:
@@ -306,8 +317,11 @@ class RefineSink:
     def __init__(self, worker: RefineWorker, intrinsics: Intrinsics | Callable[[int, int], Intrinsics],
                  expression_names: tuple[str, ...],
                  out_root: str | Path | None = None, options: KeyframeOptions | None = None,
-                 automatic: bool = True, own_worker: bool = False) -> None:
+                 automatic: bool = True, own_worker: bool = False, finish_pending_s: float = 0.0) -> None:
+        """``finish_pending_s``: on close, wait up to this long for queued jobs (batch runs); 0 cancels them
+        (a live window quitting)."""
         self.worker = worker
+        self.finish_pending_s = finish_pending_s
         self.intrinsics = intrinsics
         self.out_root = Path(out_root) if out_root is not None else None
         self.selector = KeyframeSelector(expression_names, options or KeyframeOptions())
@@ -346,12 +360,19 @@ class RefineSink:
         return self._latest
 
     def close(self) -> None:
+        if self.finish_pending_s > 0 and self.worker.busy:
+            log.info("finishing %d queued refinement(s) (up to %.0f s)", self.worker.pending + 1,
+                     self.finish_pending_s)
+            if not self.worker.wait_idle(self.finish_pending_s):
+                log.warning("refinement still busy after %.0f s: the remaining jobs are cancelled",
+                            self.finish_pending_s)
         if self.own_worker:
             self.worker.close()
 
 
 def build_refine_sink(stages: list[Any], out_root: str | Path | None = None, automatic: bool = True,
-                      max_pending: int = 4, idle_policy: bool = True) -> RefineSink:
+                      max_pending: int = 4, idle_policy: bool = True,
+                      finish_pending_s: float = 0.0) -> RefineSink:
     """A ``RefineSink`` with its own worker, using the pipeline's fit stage for the model and the camera.
 
     For ``realtime-face run``: ``sinks.append(build_refine_sink(stages, args.refine_dir))``; the window
@@ -364,4 +385,4 @@ def build_refine_sink(stages: list[Any], out_root: str | Path | None = None, aut
     resolver = fit_stage.intrinsics
     worker = RefineWorker(model_name=model.name, max_pending=max_pending, idle_policy=idle_policy)
     return RefineSink(worker, resolver.for_size, tuple(model.expression_names), out_root, automatic=automatic,
-                      own_worker=True)
+                      own_worker=True, finish_pending_s=finish_pending_s)
