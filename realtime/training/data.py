@@ -1,6 +1,6 @@
 """Training data of the regressors: synthetic renders with exact labels, real frames with fitter labels.
 
-A dataset is a folder of ``shard_XXXX.npz`` files (cache them outside the repository, e.g. under
+A dataset is a folder of ``shard_NNNN.npz`` files (cache them outside the repository, e.g. under
 ``realtime.paths.cache_dir()/training``). Each sample is a square crop cut exactly as the run-time engine cuts
 it — from the box of the 478 MediaPipe landmarks (:func:`realtime.engines.coeffs.crop_from_points`) — with
 jittered centre and size, at ``store_size`` pixels, and its labels:
