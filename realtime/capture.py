@@ -682,6 +682,20 @@ class ImageSource(FrameSource):
         pass
 
 
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Read one image file as (H, W, 3) uint8 RGB; ``BadInputError`` when it is missing or unreadable.
+
+    Every command reads stills through here so that ``run --image``, ``reconstruct`` and ``refine`` see the
+    same pixels (OpenCV decoding, EXIF orientation applied)."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(f"image not found: {p}")
+    image = _read_image(p)
+    if image is None:
+        raise BadInputError(f"cannot read image {p} (not an image or corrupt)")
+    return image
+
+
 def _read_image(path: Path) -> np.ndarray | None:
     import cv2
 

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from realtime import __version__
 from realtime.errors import OutputError
 from realtime.landmarks import N_LANDMARKS
+from realtime.paths import ensure_writable_dir
 from realtime.results import FrameResult
 
 log = logging.getLogger(__name__)
@@ -312,15 +313,7 @@ class RowBuilder:
 
 def check_output_dir(path: str | Path) -> Path:
     """Create ``path`` (a folder) and prove it is writable; ``OutputError`` (exit 3) otherwise."""
-    p = Path(path)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(f"cannot write to {p}: {exc.strerror or exc}") from None
-    return p
+    return ensure_writable_dir(path)
 
 
 class ParquetSink:

@@ -46,6 +46,21 @@ def shared_dir() -> Path:
     return (_SOURCE_ROOT.parent / "shared").resolve()
 
 
+def ensure_writable_dir(path: str | Path, probe_name: str = ".write-test") -> Path:
+    """Create ``path`` (a folder) and prove it is writable; ``OutputError`` (exit 3) otherwise."""
+    from realtime.errors import OutputError
+
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / probe_name
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write to {p}: {exc.strerror or exc}") from None
+    return p
+
+
 def cache_dir() -> Path:
     """Per-user cache (converted models, TensorRT engines); ``$REALTIME_FACE_CACHE`` overrides it."""
     env = os.environ.get(CACHE_ENV)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realtime.refine.job import RefineRequest, load_rgb
+from realtime.capture import load_rgb
+from realtime.refine.job import RefineRequest
 from realtime.refine.keyframes import PRIORITY_POSE, PRIORITY_SNAPSHOT, KeyframeOptions, KeyframeSelector
 from realtime.results import FaceFit, FaceResult, FaceTrack, Frame, FrameResult, Pose
 

@@ -130,10 +130,11 @@ def bench_detail(n: int, seed: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- photos
 def bench_photos(images: list[Path]) -> dict[str, Any]:
+    from realtime.capture import load_rgb
     from realtime.correspondence import load_correspondence
     from realtime.errors import UserError
     from realtime.facemodel import load_face_model
-    from realtime.refine.job import RefineEngine, RefineRequest, load_rgb
+    from realtime.refine.job import RefineEngine, RefineRequest
 
     model = load_face_model()
     rows = []
@@ -176,10 +177,11 @@ def bench_photos(images: list[Path]) -> dict[str, Any]:
 
 def bench_export(image: Path, out_dir: Path) -> dict[str, Any]:
     """One snapshot end to end through the CLI path (landmarks → fit → SFS → export), wall + CPU."""
+    from realtime.capture import load_rgb
     from realtime.correspondence import load_correspondence
     from realtime.facemodel import load_face_model
     from realtime.refine.export import render_preview
-    from realtime.refine.job import RefineEngine, RefineRequest, load_rgb
+    from realtime.refine.job import RefineEngine, RefineRequest
 
     model = load_face_model()
     img = load_rgb(image)
@@ -392,8 +394,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    from realtime.capture import load_rgb
     from realtime.paths import shared_dir
-    from realtime.refine.job import load_rgb
 
     sections = set(args.sections.split(","))
     images = sorted((shared_dir() / "data" / "images").glob("*.jpg"))

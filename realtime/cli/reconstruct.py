@@ -112,27 +112,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=main)
 
 
-def read_image(path: Path) -> Any:
-    import cv2
-
-    if not path.is_file():
-        raise BadInputError(f"image not found: {path}")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BadInputError(f"cannot read image {path} (not an image, or a format OpenCV cannot decode)")
-    return bgr[..., ::-1].copy()
-
-
-def prepare_output_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(f"cannot write to {path}: {exc.strerror or exc}") from None
-
-
 def main(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -145,8 +124,11 @@ def main(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     image_path = Path(args.image)
     out = Path(args.out)
-    image = read_image(image_path)
-    prepare_output_dir(out)
+    from realtime.capture import load_rgb
+    from realtime.paths import ensure_writable_dir
+
+    image = load_rgb(image_path)
+    ensure_writable_dir(out)
     if args.render:
         from realtime.overlay import check_render_path
 

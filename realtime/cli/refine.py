@@ -29,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from realtime.camera import Intrinsics
+    from realtime.capture import load_rgb
     from realtime.correspondence import load_correspondence
     from realtime.facemodel import load_face_model
-    from realtime.refine.job import RefineEngine, RefineRequest, load_rgb
+    from realtime.refine.job import RefineEngine, RefineRequest
 
     image = load_rgb(args.image)
     side = load_rgb(args.side) if args.side is not None else None

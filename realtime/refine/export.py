@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from realtime.errors import OutputError
 from realtime.facemodel import MorphableModel
+from realtime.paths import ensure_writable_dir
 from realtime.refine.raster import depth_map, rasterize
 from realtime.refine.uv import UVAtlas, View, unwrap_texture
 
@@ -73,13 +73,7 @@ def export_snapshot(out_dir: str | Path, model: MorphableModel, atlas: UVAtlas, 
 
     t0 = time.perf_counter()
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".{stem}.write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    ensure_writable_dir(out, f".{stem}.write-test")
     files: dict[str, Path] = {}
     texture, seen = unwrap_texture(atlas, views, model.triangles)
     tex_img = Image.fromarray(texture)
