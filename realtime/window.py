@@ -7,7 +7,8 @@ responsive, and the window's work (a few milliseconds per new result) runs besid
 Both views are drawn by :class:`~realtime.render.OffscreenRenderer` in the window's GL context with the
 same style as the headless pictures (:mod:`realtime.overlay`).
 
-Keys: q / Esc quit, space pause, m cycle render mode, w wireframe, s snapshot, r record, o reset the orbit.
+Keys: q / Esc quit, space pause, m cycle render mode, w wireframe, s snapshot, r record, o reset the orbit,
+f show the latest refined snapshot (from a ``--refine`` sink) in the 3D view instead of the live mesh.
 Mouse: drag in the 3D view to orbit, scroll to zoom.
 """
 
@@ -40,7 +41,8 @@ from realtime.results import FrameResult
 
 log = logging.getLogger(__name__)
 
-HUD_KEYS = "q quit  space pause  m mode  w wire  s snapshot  r record  o reset view  drag/scroll: orbit/zoom"
+HUD_KEYS = ("q quit  space pause  m mode  w wire  s snapshot  r record  o reset view  f refined  "
+            "drag/scroll: orbit/zoom")
 _WINDOW_BG = (0.06, 0.065, 0.075)
 
 
@@ -79,6 +81,14 @@ class LiveWindow:
         self.displayed: FrameResult | None = None
         """The result on screen."""
         self.messages: deque[tuple[float, str]] = deque(maxlen=3)
+        self.show_refined = False
+        """f key: the 3D view shows the newest refined snapshot instead of the live mesh."""
+        self.refined: Any = None
+        """Newest finished refinement (a ``realtime.refine.worker.JobResult``) from the pipeline's refine
+        sink, None before the first one."""
+        self._refine_sink = next((s for s in getattr(pipeline, "sinks", ())
+                                  if getattr(s, "name", "") == "refine" and callable(getattr(s, "latest", None))),
+                                 None)
 
         config = pyglet.gl.Config(major_version=3, minor_version=3, forward_compatible=True,  # type: ignore[abstract]
                                   double_buffer=True, depth_size=24)
@@ -155,6 +165,12 @@ class LiveWindow:
     def _tick(self, dt: float) -> None:
         if self.closed:
             return
+        if self._refine_sink is not None:
+            refined = self._refine_sink.latest()
+            if refined is not None and refined is not self.refined:
+                self.refined = refined
+                self._say(f"refined frame {refined.frame_index} ({refined.reason})")
+                self._dirty = self._dirty or self.show_refined
         result = self.pipeline.latest()
         if result is None or result is self.displayed or self.paused:
             return
@@ -196,6 +212,12 @@ class LiveWindow:
             self.pipeline.post_event("record")
             self.recording_requested = not self.recording_requested
             self._say("recording toggled")
+        elif symbol == key.F:
+            self.show_refined = not self.show_refined
+            if self.show_refined and self.refined is None:
+                self._say("no refined snapshot yet" if self._refine_sink is not None
+                          else "refinement is off (run with --refine DIR)")
+            self._dirty = True
         elif symbol == key.O:
             self.orbit_yaw, self.orbit_pitch = self.style.orbit_yaw_deg, self.style.orbit_pitch_deg
             self.zoom = 1.0
@@ -282,12 +304,27 @@ class LiveWindow:
             if self._orbit is not None:
                 self._orbit.release()
             self._orbit = OffscreenRenderer(pw, ph, ctx=self.ctx, samples=None)
-        view_scalars = self._asymmetry(fit) if self.style.mode == "heatmap" else None
-        self._orbit.draw(fit.vertices_mm, self.display.view_triangles, **orbit_view_params(
-            fit.vertices_mm, (0, 0, pw, ph), self.style, yaw_deg=self.orbit_yaw, pitch_deg=self.orbit_pitch,
-            zoom=self.zoom, texture_image=image, texture_intrinsics=intr, scalars=view_scalars,
+        outcome = self.refined_outcome()
+        if outcome is not None:
+            # the refined snapshot's detailed mesh (model topology, camera space of its own frame); its
+            # texture frame is not kept, so "textured" falls back to "lit", which shows the detail best
+            verts, pose = outcome.detailed_vertices_mm, outcome.pose
+            tex, tex_intr, view_scalars = None, None, None
+        else:
+            verts, pose = fit.vertices_mm, fit.pose
+            tex, tex_intr = image, intr
+            view_scalars = self._asymmetry(fit) if self.style.mode == "heatmap" else None
+        self._orbit.draw(verts, self.display.view_triangles, **orbit_view_params(
+            verts, (0, 0, pw, ph), self.style, yaw_deg=self.orbit_yaw, pitch_deg=self.orbit_pitch,
+            zoom=self.zoom, texture_image=tex, texture_intrinsics=tex_intr, scalars=view_scalars,
             scalar_range=ASYMMETRY_RANGE_MM, hidden_edges=self.display.view_hidden_edges,
-            face_pose=None if self.style.orbit_follows_head else fit.pose))
+            face_pose=None if self.style.orbit_follows_head else pose))
+
+    def refined_outcome(self) -> Any:
+        """The refined snapshot the 3D view shows (``RefineOutcome``), or None when it shows the live mesh."""
+        if not self.show_refined or self.refined is None:
+            return None
+        return getattr(self.refined, "outcome", None)
 
     def _asymmetry(self, fit: Any) -> np.ndarray | None:
         return asymmetry_mm(self.model, fit) if self.model is not None else None
@@ -375,6 +412,13 @@ class LiveWindow:
         if getattr(self.pipeline, "finished", False):
             state.append("source ended")
         mode = self.style.mode + (" + wireframe" if self.style.wireframe else "")
+        shown = self.refined_outcome()
+        if shown is not None:
+            c, f = shown.photometric_error
+            sink_lines.append(f"3D view: refined frame {shown.frame_index} ({shown.reason}), "
+                              f"photometric error {c:.1f} -> {f:.1f} grey, {shown.views} view(s)")
+        elif self.show_refined:
+            sink_lines.append("3D view: live mesh (no refined snapshot yet)")
         lines = [
             f"display {draw_fps:5.1f} fps   processing {proc_fps:5.1f} fps   "
             f"latency {self._latency_ms:5.0f} ms   render {self._render_ms:4.1f} ms",

@@ -19,7 +19,7 @@ from realtime.refine.export import ExportedSnapshot, export_snapshot, visible_de
 from realtime.refine.snapshot import RefinedFace, RefineOptions, refine_snapshot
 from realtime.refine.twoview import JointFit, JointFitter, ViewInput, is_side_view, rotated_view
 from realtime.refine.uv import UVAtlas, View
-from realtime.results import FaceFit, FaceTrack
+from realtime.results import FaceFit, FaceTrack, Pose
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ class RefineOutcome:
     export: ExportedSnapshot | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     views: int = 1
+    pose: Pose | None = None
+    """Head pose of the fit (model -> camera): the window turns the refined head to face its orbit view."""
 
 
 def track_image(image: np.ndarray, tracker: object | None = None, what: str = "image") -> FaceTrack:
@@ -204,7 +206,7 @@ class RefineEngine:
             photometric_error=refined.photometric_errors(),
             landmark_error_px=refined.landmark_error_px, displacement_uv=refined.displacement_uv,
             normal_uv=refined.normal_uv, uv_valid=refined.uv_valid, export=exported, timings_ms=timings,
-            views=1 if joint is None else len(joint.fits))
+            views=1 if joint is None else len(joint.fits), pose=fit.pose)
         return outcome, refined
 
 
