@@ -13,11 +13,11 @@ subject's sides (the subject's right eye is on the image left). Findings:
 * one-sided: frame 388 only, the subject's LEFT eye closed while the right eye is half open (the start
   of a blink led by the left eye; 387 and 389 both open);
 * asymmetric lid lowering while glancing down/sideways, both eyes open but the subject's LEFT lid lower:
-  482, 525.
-The clip contains no sustained deliberate wink: every full closure is bilateral. So the test checks that
-the closures are found with their laterality ("both"), that no closure is called one-sided, and that the
-one-sided/asymmetric moments, when the detector reports them (they are single frames at the detection
-threshold), are given the left side, never the right (no invented or mirrored wink).
+  482, 525; frame 20: the end of the 16-19 blink, the right eye still closing while the left reopens.
+Re-checked in the second session (contact sheets of eye crops: 120-216 every frame, 216-535 every fourth
+frame, and every frame around each closure): the same findings. The clip holds no sustained deliberate
+wink; its one one-sided closure is frame 388 (left). So the test checks that every bilateral closure is
+reported as ``both``, that 388 is reported as a LEFT closure, and that nothing else is one-sided.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from realtime.clinical.metrics import MetricEvaluator, analyse_session
 BILATERAL = ((16, 19), (51, 52), (66, 66), (79, 79), (94, 94), (108, 111), (211, 211), (284, 285),
              (347, 347), (371, 371), (457, 457), (475, 475))
 FLICKER = (126, 207)
-ONE_SIDED = ((388, 388, "left"), (482, 482, "left"), (525, 525, "left"))
 
 
 @pytest.mark.slow
@@ -62,18 +61,14 @@ def test_wink_blink_video_closures_have_the_right_side(face_model, videos_dir, t
         hits = overlapping(lo, hi)
         assert all(e[2] == "both" for e in hits), (lo, hi, hits)
         found += bool(hits)
-    assert found >= len(BILATERAL) - 2, (found, events)
-    for lo, hi, side in ONE_SIDED:
-        assert all(e[2] in (side, "both") for e in overlapping(lo, hi)), (lo, hi, events)
-    # The one-sided closure (388: left eye closed, right eye half closed) is found, never as a right wink.
-    # Whether it reads "left" or "both" depends on the fit of that single frame (both happen).
-    assert overlapping(388, 388), events
+    # 79 is a motion-blurred half blink (both lids about half way down): allowed to be missed.
+    assert found >= len(BILATERAL) - 1, (found, events)
+    assert [e[2] for e in overlapping(388, 388)] == ["left"], events
     in_flicker = overlapping(*FLICKER)
     assert in_flicker and all(e[2] == "both" for e in in_flicker)
-    one_sided_windows = [(lo, hi, s) for lo, hi, s in ONE_SIDED]
-    invented = [e for e in events if e[2] != "both"
-                and not any(e[0] <= hi and e[1] >= lo and e[2] == s for lo, hi, s in one_sided_windows)]
-    assert not invented, invented
+    one_sided = [e for e in events if e[2] != "both"]
+    assert one_sided == overlapping(388, 388), one_sided
+    assert "MediaPipe" in a.eye_closure_source
     # Open eyes between the closures read as open.
     open_rows = np.r_[25:45, 230:260, 300:340]
     assert np.nanmax(a.per_frame["eye_closure"][open_rows]) < 0.5

@@ -22,6 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from realtime.clinical.eyes import (
+    EYE_LANDMARK_IDS,
+    EyeClosureEvent,
+    closure_from_aperture,
+    detect_eye_closures,
+    eye_aperture,
+)
 from realtime.clinical.regions import SIDES, FaceRegions, build_regions
 from realtime.errors import BadInputError
 from realtime.facemodel import MorphableModel
@@ -250,6 +257,8 @@ class SessionSeries:
     repetition: np.ndarray | None = None
     phase: np.ndarray | None = None
     frame_index: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    """(F, 478, 3) float32 MediaPipe landmarks in pixels (NaN rows without a face); None when not recorded."""
     label: str = ""
     started: str = ""
     """ISO time the session started (from its manifest), for progress charts."""
@@ -352,17 +361,6 @@ class SynkinesisIndicator:
 
 
 @dataclass
-class EyeClosureEvent:
-    start_frame: int
-    end_frame: int
-    """Inclusive frame indices (the series' ``frame_index``)."""
-    side: str
-    """'left', 'right' (one-sided: a wink, or a palsy's incomplete closure on the other side) or 'both'."""
-    peak_left: float
-    peak_right: float
-
-
-@dataclass
 class ClinicalAnalysis:
     label: str
     started: str
@@ -377,6 +375,8 @@ class ClinicalAnalysis:
     affected: AffectedSide
     synkinesis: list[SynkinesisIndicator]
     eye_closures: list[EyeClosureEvent]
+    eye_closure_source: str
+    """What the eye-closure events were measured from (MediaPipe lid landmarks, or the fitted model)."""
     rest_expression: np.ndarray
     identity: np.ndarray | None
     segments: list[tuple[str, int, float, float]] = field(default_factory=list)
@@ -424,6 +424,7 @@ class ClinicalAnalysis:
             } for e in self.exercises],
             "synkinesis": [asdict(s) for s in self.synkinesis],
             "eye_closures": [asdict(e) for e in self.eye_closures],
+            "eye_closure_source": self.eye_closure_source,
         })
 
 
@@ -516,34 +517,32 @@ def _affected_side(items: Sequence[float], symmetry: Sequence[float]) -> Affecte
     return AffectedSide(side, conf, text, n_right, n_left, n_equal, p, med_sym)
 
 
-def detect_eye_closures(frame_index: np.ndarray, closure: np.ndarray, valid: np.ndarray,
-                        on_fraction: float = 0.5, min_on: float = 0.25,
-                        wink_ratio: float = 0.4) -> list[EyeClosureEvent]:
-    """Eye-closure events (blinks and winks) from per-frame (left, right) closure completeness.
+def model_eye_closure_events(frame_index: np.ndarray, closure: np.ndarray,
+                             valid: np.ndarray) -> list[EyeClosureEvent]:
+    """Eye-closure events from the fitted model's closure completeness (sessions without landmarks).
 
-    An event is a run of valid frames where either eye is closed by at least ``on_fraction`` of the
-    session's closure scale (99th percentile of both eyes' closure, so that a fit that under-reaches full
-    closure still finds its blinks; never below ``min_on``). It is one-sided when, over the event's frames,
-    the less-closed eye's mean closure is below ``wink_ratio`` times the more-closed eye's.
+    The fit under-reaches full closure, so the thresholds are relative to the session's closure scale
+    (99th percentile of both eyes, at least 0.5): on at half of it, off at 0.4 of it.
     """
-    c = np.where(valid[:, None], np.nan_to_num(closure), 0.0)
     if not np.any(valid):
         return []
-    scale = float(np.percentile(c[valid], 99.0))
-    on = max(min_on, on_fraction * scale)
-    active = (c.max(axis=1) >= on) & valid
-    events: list[EyeClosureEvent] = []
-    if not np.any(active):
-        return events
-    rows = np.flatnonzero(active)
-    breaks = np.flatnonzero(np.diff(rows) > 1) + 1
-    for chunk in np.split(rows, breaks):
-        mean_l, mean_r = float(c[chunk, 0].mean()), float(c[chunk, 1].mean())
-        hi, lo = max(mean_l, mean_r), min(mean_l, mean_r)
-        side = ("left" if mean_l > mean_r else "right") if lo < wink_ratio * hi else "both"
-        events.append(EyeClosureEvent(int(frame_index[chunk[0]]), int(frame_index[chunk[-1]]), side,
-                                      float(c[chunk, 0].max()), float(c[chunk, 1].max())))
-    return events
+    c = np.where(valid[:, None], np.nan_to_num(closure), 0.0)
+    scale = max(0.5, float(np.percentile(c[valid], 99.0)))
+    return detect_eye_closures(frame_index, c, valid, on=0.5 * scale, off=0.4 * scale)
+
+
+def _eye_closures(series: SessionSeries, model_closure: np.ndarray) -> tuple[list[EyeClosureEvent], str]:
+    """Blinks and winks from the MediaPipe lid points when recorded (each eye measured on its own), else
+    from the fitted model's eye closure (which tends to make both eyes alike)."""
+    frames = np.asarray(series.frame_index)
+    lm = series.landmarks
+    if lm is not None:
+        ok = series.valid & np.all(np.isfinite(lm[:, list(EYE_LANDMARK_IDS)]), axis=(1, 2))
+        if np.count_nonzero(ok) >= 3:
+            closure = closure_from_aperture(eye_aperture(lm), ok, np.asarray(series.timestamp_s))
+            return (detect_eye_closures(frames, closure, ok),
+                    "MediaPipe lid landmarks (aperture per eye vs its running open baseline)")
+    return model_eye_closure_events(frames, model_closure, series.valid), "fitted model (eyeBlink weights)"
 
 
 def _synkinesis(exercises: dict[str, ExerciseResult], affected: str | None) -> list[SynkinesisIndicator]:
@@ -635,11 +634,12 @@ def analyse_session(series: SessionSeries, model: MorphableModel,
 
     synk = _synkinesis(exercises, affected.side)
 
-    closures = detect_eye_closures(np.asarray(series.frame_index), per_frame["eye_closure"], valid)
+    closures, closure_source = _eye_closures(series, per_frame["eye_closure"])
     hold_segments = [(e, r, float(ts[rows[0]]), float(ts[rows[-1]])) for e, r, rows in segs]
     return ClinicalAnalysis(
         label=series.label, started=series.started, n_frames=series.n_frames, n_valid=int(valid.sum()),
         rest_source=rest_source, rest_values=ev.rest_values(identity, rest), per_frame=per_frame,
         exercises=list(exercises.values()), regions=regions, affected=affected, synkinesis=synk,
-        eye_closures=closures, rest_expression=rest, identity=identity, segments=hold_segments,
+        eye_closures=closures, eye_closure_source=closure_source, rest_expression=rest, identity=identity,
+        segments=hold_segments,
     )

@@ -271,7 +271,8 @@ def _closures_html(a: ClinicalAnalysis) -> str:
         return "<p>No eye closures detected.</p>"
     rows = "".join(f'<tr><td>{e.start_frame}</td><td>{e.end_frame}</td><td class="l">{e.side}</td>'
                    f'<td>{_f(e.peak_left)}</td><td>{_f(e.peak_right)}</td></tr>' for e in a.eye_closures)
-    return ('<table><tr><th>First frame</th><th>Last frame</th><th class="l">Side</th>'
+    return (f"<p>Measured from: {escape(a.eye_closure_source)}.</p>"
+            '<table><tr><th>First frame</th><th>Last frame</th><th class="l">Side</th>'
             '<th>Peak closure left</th>'
             '<th>Peak closure right</th></tr>' + rows + "</table>")
 
