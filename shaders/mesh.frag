@@ -1,10 +1,13 @@
 #version 330
 // Mesh fragment shader. realtime/render.py compiles one variant per display mode with
-//   #define MODE <0..5>   #define WIREFRAME <0|1>   #define BACKGROUND <0|1>
+//   #define MODE <0..5>   #define WIREFRAME <0|1>   #define BACKGROUND <0|1|2>
 // inserted after the #version line: llvmpipe executes both sides of a branch under a mask, so a runtime
 // switch would pay for every mode's texture lookups on every fragment.
-// The output is opaque; "under" (the background pixel or the clear colour) is mixed in here rather than
-// blended, so the wireframe's hidden-line removal and the mesh opacity need one depth-tested pass.
+// BACKGROUND 0 and 1: the output is opaque; "under" (the clear colour, or the background texture's pixel)
+// is mixed in here rather than blended, so the wireframe's hidden-line removal and the mesh opacity need
+// one depth-tested pass. BACKGROUND 2: the same layers with nothing under them, as premultiplied RGBA
+// (alpha = coverage x opacity): the caller composites it over its own picture (out = under * (1 - a) + rgb),
+// which gives exactly the BACKGROUND 1 mix without uploading the background.
 
 #define MODE_LIT 0
 #define MODE_WIREFRAME 1
@@ -38,10 +41,12 @@ uniform vec2 u_depth_range;       // depth view: near (bright), far (dark) in mm
 layout(location = 0) out vec4 f_color;
 
 void main() {
-#if BACKGROUND
+#if BACKGROUND == 1
     vec3 under = texelFetch(u_background, ivec2(gl_FragCoord.xy), 0).rgb;
-#else
+#elif BACKGROUND == 0
     vec3 under = u_clear_color;
+#else
+    vec3 under = vec3(0.0);           // (the wireframe mode's base colour; its layer is transparent)
 #endif
 
 #if MODE == MODE_LIT
@@ -72,6 +77,21 @@ void main() {
     vec3 color = cmap * (0.45 + 0.6 * lum);
 #endif
 
+#if BACKGROUND == 2
+    // Premultiplied layers over nothing: the mesh at u_opacity, then the lines.
+#if MODE == MODE_WIREFRAME
+    vec4 layer = vec4(0.0);
+#else
+    vec4 layer = vec4(clamp(color, 0.0, 1.0), 1.0) * u_opacity;
+#endif
+#if WIREFRAME || MODE == MODE_WIREFRAME
+    vec3 d = v_bary / max(fwidth(v_bary), vec3(1e-6)) + v_hidden_edges * 1e4;
+    float edge = min(d.x, min(d.y, d.z));
+    float a = (1.0 - smoothstep(u_wire_width - 0.5, u_wire_width + 0.5, edge)) * u_wire_color.a;
+    layer = layer * (1.0 - a) + vec4(u_wire_color.rgb, 1.0) * a;
+#endif
+    f_color = layer;
+#else
 #if MODE != MODE_WIREFRAME
     color = mix(under, color, u_opacity);
 #endif
@@ -83,4 +103,5 @@ void main() {
     color = mix(color, u_wire_color.rgb, a);
 #endif
     f_color = vec4(clamp(color, 0.0, 1.0), 1.0);
+#endif
 }
