@@ -155,6 +155,9 @@ def test_engine_option_decision() -> None:
     d = decide("deep3d", "cpu")
     assert d.engine == "deep3d" and d.interval > 1
     assert decide("mobile-facernet", "cpu").interval == 1
+    # auto on a CPU: no network (the engines bring no gain to the live fit there; see the option's docstring)
+    auto = decide("auto", "cpu")
+    assert auto.engine == "fit" and "CPU" in auto.reason
 
 
 def test_rot6d_degenerate_input_gives_a_rotation() -> None:

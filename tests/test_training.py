@@ -218,3 +218,14 @@ def test_pseudo_labelled_frames(tmp_path: Path, face_model, videos_dir: Path) ->
     assert d["image"].shape == (4, 64, 64, 3)
     assert d["lm68"].min() > 0.02 and d["lm68"].max() < 0.98
     assert np.abs(d["euler"][:, 0]).max() < 30  # a frontal video
+
+
+def test_profile_shards_have_large_yaw(tmp_path: Path, face_model) -> None:
+    """build_synthetic(yaw_min_deg=...) renders only |yaw| in [min, max] (the profile-emphasis set)."""
+    from realtime.training.data import ArrayDataset, build_synthetic
+
+    n = build_synthetic(tmp_path, face_model, 4, seed=5, store_size=32, render_size=160, shard_size=4,
+                        yaw_deg=75.0, yaw_min_deg=50.0)
+    assert n == 8
+    yaw = np.abs(ArrayDataset.load([tmp_path], 32).arrays["euler"][:, 0])
+    assert yaw.min() >= 49.9 and yaw.max() <= 75.1

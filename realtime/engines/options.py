@@ -1,9 +1,12 @@
 """``--engine`` for the commands that run the pipeline, and the choice of the default engine.
 
-Default ("auto"): the best engine that runs in real time here — Deep3D on every frame when the engines
-run on a GPU (TensorRT or onnxruntime GPU providers), Mobile-FaceRNet on every frame on a CPU (about
-2 ms per face with one thread); "fit" when no engine file is available. ``--engine deep3d`` on a CPU runs
-Deep3D on keyframes only (the first frame of a track, "keyframe" events and every 15th frame).
+Default ("auto"): Deep3D on every frame when the engines run on a GPU (TensorRT or onnxruntime GPU
+providers); "fit" (no network) on a CPU. Mobile-FaceRNet runs in real time on a CPU (about 2 ms per face with
+one thread) but brings no accuracy to the live pipeline there: the fit stage uses an estimate only to
+warm-start a cold fit, which converges to the same optimum as its own PnP start (benchmark in
+``engines/mobile_facernet.md``), so on a CPU it would cost time for nothing. ``--engine mobile-facernet``
+still runs it on request. ``--engine deep3d`` on a CPU runs Deep3D on keyframes only (the first frame of a
+track, "keyframe" events and every 15th frame).
 """
 
 from __future__ import annotations
@@ -57,11 +60,14 @@ def decide(requested: str = "auto", backend: str = "auto") -> EngineDecision:
         return EngineDecision("mobile-facernet", 1, f"requested; every frame on {choice.backend}")
     if gpu and available("deep3d"):
         return EngineDecision("deep3d", 1, f"auto: {choice.backend} runs Deep3D in real time")
-    if available("mobile-facernet"):
-        return EngineDecision(
-            "mobile-facernet", 1, f"auto: {choice.backend} runs Mobile-FaceRNet in real time"
-        )
-    return EngineDecision("fit", 1, "auto: no engine file found, landmark fitting only")
+    if gpu:
+        return EngineDecision("fit", 1, "auto: no engine file found, landmark fitting only")
+    return EngineDecision(
+        "fit",
+        1,
+        "auto: on the CPU the engines only warm-start the fit, which gains no accuracy from them "
+        "(engines/mobile_facernet.md); landmark fitting only",
+    )
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,8 +75,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         "--engine",
         choices=("auto", *ENGINE_CHOICES),
         default="auto",
-        help="regressor network that warm-starts the fit (default: the best that runs in real time "
-        "here: deep3d on a GPU, mobile-facernet on a CPU; 'fit' = no network)",
+        help="regressor network that warm-starts the fit (default: deep3d on a GPU; on a CPU 'fit' = no "
+        "network, since the CPU-trained engines do not improve the live fit)",
     )
     p.add_argument(
         "--engine-backend",

@@ -96,9 +96,13 @@ def build_synthetic(
     crop_spec: CropSpec | None = None,
     jitter: Jitter | None = None,
     yaw_deg: float = 70.0,
+    yaw_min_deg: float = 0.0,
 ) -> int:
     """Render ``n_renders`` synthetic faces (seeded) and write their crops as shards; resumable (existing
-    shards are kept). Returns the number of samples in the folder."""
+    shards are kept). Returns the number of samples in the folder.
+
+    ``yaw_min_deg`` > 0 draws |yaw| uniformly in [yaw_min_deg, yaw_deg] (either side): a profile-only set,
+    added to the all-yaw set so that large yaw, where the landmark fit is weakest, gets more samples."""
     from realtime.correspondence import load_correspondence
     from realtime.synthetic import SyntheticGenerator
 
@@ -118,7 +122,13 @@ def build_synthetic(
             rng = np.random.default_rng([seed, s])
             records = []
             for i in range(s * renders_per_shard, min((s + 1) * renders_per_shard, n_renders)):
-                sample = gen.sample(seed=seed * 10_000_000 + i)
+                if yaw_min_deg > 0:
+                    side = 1.0 if rng.random() < 0.5 else -1.0
+                    sample = gen.sample(
+                        seed=seed * 10_000_000 + i, yaw_deg=side * float(rng.uniform(yaw_min_deg, yaw_deg))
+                    )
+                else:
+                    sample = gen.sample(seed=seed * 10_000_000 + i)
                 pts = sample.intrinsics.project(corr.points(sample.vertices_mm)[:N_SURFACE])
                 lm68 = sample.vertices_mm[model.landmarks68]
                 for _ in range(crops_per_render):

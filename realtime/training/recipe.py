@@ -32,6 +32,13 @@ def parser(arch: str, input_size: int, minutes: float, renders: int) -> argparse
     )
     p.add_argument("--renders", type=int, default=renders, help="synthetic renders to build (2 crops each)")
     p.add_argument("--data-seed", type=int, default=1)
+    p.add_argument(
+        "--profile-renders",
+        type=int,
+        default=0,
+        help="extra renders with |yaw| in [--profile-min-yaw, 78] (seed --data-seed + 1, folder <data>_profile)",
+    )
+    p.add_argument("--profile-min-yaw", type=float, default=40.0)
     p.add_argument("--no-build", action="store_true", help="use the shards already in --data")
     p.add_argument(
         "--real",
@@ -74,6 +81,18 @@ def main(
     folders = [args.data]
     if not args.no_build:
         build_synthetic(args.data, model, args.renders, seed=args.data_seed)
+    if args.profile_renders > 0:
+        profile = args.data.with_name(args.data.name + "_profile")
+        if not args.no_build:
+            build_synthetic(
+                profile,
+                model,
+                args.profile_renders,
+                seed=args.data_seed + 1,
+                yaw_deg=78.0,
+                yaw_min_deg=args.profile_min_yaw,
+            )
+        folders.append(profile)
     if args.real:
         real = args.data.parent / "pseudo_labelled"
         videos = sorted((shared_dir() / "data" / "videos").glob("*.mp4"))
