@@ -169,33 +169,52 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
     """The camera frame with the mesh drawn in place and a square 3D view in the bottom-right corner.
 
     ``renderer`` must have the image's size. Without a mesh (no fit) only the landmarks are drawn.
+    ``out`` may be ``image`` itself (drawn in place).
     """
     h, w = image.shape[:2]
     if out is None:
         out = np.empty_like(image)
+    if out is not image:
+        np.copyto(out, image)
     dots = np.concatenate(landmarks_px)[:, :2] if style.landmarks and landmarks_px else None
     if vertices_mm is None:
-        np.copyto(out, image)
         if dots is not None and dots.size:
             draw_dots(out, dots)
         return out
     mode = style.mode if style.mode != "heatmap" else "lit"
-    renderer.render(vertices_mm, display.overlay_triangles, intrinsics, mode, background=image,
-                    texture_image=image if mode == "textured" else None, opacity=style.overlay_opacity,
-                    wireframe_overlay=style.wireframe, specular=style.specular,
-                    hidden_edges=display.overlay_hidden_edges, points_px=dots,
-                    point_size=3.0, point_color=(0.3, 1.0, 0.55, 1.0),
-                    normal_triangles=display.view_triangles, out=out)   # (the 3D view reuses the normals)
+    # The mesh over the frame: drawn alone (premultiplied), composited into ``out`` below.
+    overlay_box = renderer.draw(
+        vertices_mm, display.overlay_triangles, intrinsics, mode, crop=True, transparent=True,
+        texture_image=image if mode == "textured" else None, opacity=style.overlay_opacity,
+        wireframe_overlay=style.wireframe, specular=style.specular, hidden_edges=display.overlay_hidden_edges,
+        points_px=dots, point_size=3.0, point_color=(0.3, 1.0, 0.55, 1.0),
+        normal_triangles=display.view_triangles)   # (the 3D view reuses these normals)
     side = max(32, round(style.inset_fraction * h))
     side = min(side, w, h)
     margin = max(4, side // 40)
     rect = (w - side - margin, h - side - margin, side, side)
     # (The textured 3D view needs the untouched frame; when drawing in place it falls back to "lit".)
-    draw_orbit_view(renderer, vertices_mm, display.view_triangles, rect, style,
-                    texture_image=image if out is not image else None, texture_intrinsics=intrinsics,
-                    hidden_edges=display.view_hidden_edges,
-                    face_pose=None if style.orbit_follows_head else face_pose, reuse_mesh=True, out=out)
+    params = orbit_view_params(vertices_mm, rect, style, texture_image=image if out is not image else None,
+                               texture_intrinsics=intrinsics, hidden_edges=display.view_hidden_edges,
+                               face_pose=None if style.orbit_follows_head else face_pose)
+    if overlay_box is not None:
+        if _overlaps(overlay_box, rect):
+            # Both views share the renderer's picture: read the camera overlay before the 3D view covers it.
+            renderer.read_box_into(out, overlay_box, over=True)
+            overlay_box = None
+        else:
+            renderer.flush()   # rasterised while the 3D view is prepared and drawn
+    orbit_box = renderer.draw(vertices_mm, display.view_triangles, crop=True, reuse_mesh=True, **params)
+    if overlay_box is not None:
+        renderer.read_box_into(out, overlay_box, over=True)
+    renderer.fill(out, rect, PANEL_COLOR)
+    if orbit_box is not None:
+        renderer.read_box_into(out, orbit_box, over=False)
     return out
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def draw_dots(image: np.ndarray, points_px: np.ndarray) -> None:

@@ -512,20 +512,48 @@ class OffscreenRenderer:
             if background is not out:
                 np.copyto(out[y:y + h, x:x + w], background[y:y + h, x:x + w])
         else:
-            np.copyto(out[y:y + h, x:x + w], self._clear_picture(clear_color)[y:y + h, x:x + w])
+            self.fill(out, rect, clear_color)
         # Over a background: the mesh alone (premultiplied RGBA), composited here into ``out``, which already
         # holds the background.
         box = self._draw(vertices_mm, triangles, intrinsics, mode, rect, crop=True,
                          transparent=background is not None, clear_color=clear_color, **options)
         if box is not None:
-            bx, by, bw, bh = box
-            patch = self._read_box(box)
-            target = out[by:by + bh, bx:bx + bw]
-            if background is not None:
-                composite_premultiplied(target, patch, self._blend_scratch)
-            else:
-                cv2.cvtColor(patch, cv2.COLOR_RGBA2RGB, dst=target)
+            self._copy_box(out, box, over=background is not None)
         return out
+
+    def flush(self) -> None:
+        """Start rasterising what was drawn: a software rasteriser then works on its own threads while the
+        caller prepares the next view (see :meth:`read_box_into`)."""
+        if self._gl is not None:
+            with self._current():
+                self._gl.flush()
+
+    def read_box_into(self, out: np.ndarray, box: Rect, *, over: bool) -> None:
+        """Put ``box`` (as returned by :meth:`draw` with ``crop``) of the drawn picture into ``out``, an
+        (H, W, 3) uint8 picture of the renderer's size: ``over`` composites a ``transparent=True`` draw over
+        what ``out`` shows there, else the pixels replace it.
+
+        With :meth:`draw`, :meth:`flush` and this, a caller draws several views (into disjoint boxes) before
+        reading any back, so the rasteriser's work on one overlaps the CPU's on the next.
+        """
+        if out.shape != (self.height, self.width, 3) or out.dtype != np.uint8:
+            raise BadInputError(f"out must be a ({self.height}, {self.width}, 3) uint8 array")
+        with self._current():
+            self._copy_box(out, box, over=over)
+
+    def fill(self, out: np.ndarray, rect: Rect, color: tuple[float, float, float]) -> None:
+        """Fill ``rect`` of ``out`` (H, W, 3) with an RGB colour in [0, 1] (a copy from a cached picture)."""
+        x, y, w, h = rect
+        np.copyto(out[y:y + h, x:x + w], self._clear_picture(color)[y:y + h, x:x + w])
+
+    def _copy_box(self, out: np.ndarray, box: Rect, *, over: bool) -> None:
+        bx, by, bw, bh = box
+        patch = self._read_box(box)
+        target = out[by:by + bh, bx:bx + bw]
+        if over:
+            composite_premultiplied(target, patch, self._blend_scratch)
+        else:
+            cv2.cvtColor(patch, cv2.COLOR_RGBA2RGB, dst=target)
 
     def _read_box(self, box: Rect) -> np.ndarray:
         """(h, w, 4) uint8 RGBA of ``box`` of the resolved picture (a view of a reused buffer)."""
@@ -545,6 +573,8 @@ class OffscreenRenderer:
 
         With ``crop`` only the mesh's bounding box is drawn (and returned; None when the mesh is out of
         view): the rest of the texture is stale, for a caller that shows the background itself.
+        ``transparent=True``: the mesh alone as premultiplied RGBA (``background`` is not used), for
+        :meth:`read_box_into` with ``over``.
         """
         viewport = cast("Rect | None", options.pop("viewport", None))
         with self._current():

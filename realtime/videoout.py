@@ -1,8 +1,9 @@
-"""Annotated video output (``--output out.mp4``): H.264 through PyAV on a writer thread.
+"""Annotated video output (``--output out.mp4``): H.264 through PyAV on writer threads.
 
-The sink's ``consume`` only queues the result (bounded queue: a slow encoder applies back-pressure instead
-of growing memory); the writer thread copies the frame, draws the annotations and encodes. MP4/MOV are
-written fragmented, so a crash leaves a playable file with everything encoded so far.
+The sink's ``consume`` only queues the result (bounded queue: a slow writer applies back-pressure instead
+of growing memory); a draw thread copies the frame and draws the annotations (or the mesh views), an encode
+thread encodes. MP4/MOV are written fragmented, so a crash leaves a playable file with everything encoded
+so far.
 """
 
 from __future__ import annotations
@@ -50,7 +51,18 @@ def check_output_file(path: str | Path, extensions: dict[str, str] | None = None
 
 
 class VideoWriterSink:
-    """Pipeline sink: annotated frames to a video file (H.264, yuv420p) on its own thread."""
+    """Pipeline sink: annotated frames to a video file (H.264, yuv420p), drawn and encoded on two threads.
+
+    ``consume`` queues the result (bounded: a slow writer applies back-pressure instead of growing memory);
+    the "video-draw" thread copies the frame, draws on it (``draw``: the tracking annotations by default,
+    or the mesh views) and converts it to YUV; the "video-encode" thread encodes and muxes. Two stages, so
+    that drawing one frame (the mesh renderer: its GL calls and x264 both run without the GIL) overlaps
+    with encoding the previous one instead of adding up on one thread.
+
+    x264 "ultrafast" by default: on the composed 720p views it costs 3.9 ms of CPU per frame against 6.6
+    for "superfast", at about the same fidelity (Y PSNR 45.8 vs 46.5 dB at CRF 23) and twice the bit rate
+    (3.6 vs 1.7 Mbit/s): the annotated video is a by-product that must not slow the live pipeline.
+    """
 
     def __init__(
         self,
@@ -58,7 +70,7 @@ class VideoWriterSink:
         fps: float | None = None,
         *,
         crf: int = 23,
-        preset: str = "superfast",
+        preset: str = "ultrafast",
         threads: int = 2,
         max_queue: int = 8,
         annotate_options: AnnotateOptions | None = None,
@@ -82,17 +94,22 @@ class VideoWriterSink:
         self._stream: Any = None
         self._last_pts = -1
         self._t0: float | None = None
+        self._size: tuple[int, int] | None = None
+        """(width, height) of the video: the first frame's, made even."""
         self.frames = 0
         self._error: BaseException | None = None
         self._queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=max_queue)
+        # Drawn frames waiting for the encoder: (I420 planes, timestamp); two keep both threads busy.
+        self._encode_queue: queue.Queue[tuple[np.ndarray, float] | None] = queue.Queue(maxsize=2)
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name="video-writer", daemon=True)
+        self._thread = threading.Thread(target=self._draw_work, name="video-draw", daemon=True)
+        self._encode_thread = threading.Thread(target=self._encode_work, name="video-encode", daemon=True)
         self._thread.start()
+        self._encode_thread.start()
 
     def _open_stream(self, width: int, height: int) -> None:
         stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
-        stream.width = width - width % 2  # yuv420p needs even sizes
-        stream.height = height - height % 2
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = _TIME_BASE
         stream.codec_context.time_base = _TIME_BASE
@@ -100,23 +117,30 @@ class VideoWriterSink:
         stream.codec_context.thread_count = self.threads
         self._stream = stream
 
-    def _encode(self, result: FrameResult) -> None:
-        import av
-
+    def _draw_frame(self, result: FrameResult) -> tuple[np.ndarray, float]:
+        """The annotated frame as I420 planes, with its timestamp (on the draw thread)."""
         image = result.frame.image
-        if self._stream is None:
-            self._open_stream(image.shape[1], image.shape[0])
+        if self._size is None:
+            self._size = (image.shape[1] - image.shape[1] % 2, image.shape[0] - image.shape[0] % 2)
         canvas = self.draw(image.copy(), result)  # never draw on the shared frame: the UI shows it too
         # yuv420p needs even sizes: an odd last row/column is left out. OpenCV's RGB -> I420 is the same
         # BT.601 limited-range conversion as libswscale's default, about 6x cheaper (0.4 vs 3.3 ms at 720p).
-        h, w = self._stream.height, self._stream.width
+        w, h = self._size
         if canvas.shape[:2] != (h, w):
             canvas = np.ascontiguousarray(canvas[:h, :w])
         yuv: np.ndarray = cv2.cvtColor(canvas, cv2.COLOR_RGB2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(yuv.astype(np.uint8, copy=False), format="yuv420p")
+        return yuv.astype(np.uint8, copy=False), result.frame.timestamp_s
+
+    def _encode(self, yuv: np.ndarray, timestamp_s: float) -> None:
+        import av
+
+        if self._stream is None:
+            assert self._size is not None
+            self._open_stream(*self._size)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         if self._t0 is None:
-            self._t0 = result.frame.timestamp_s
-        pts = round((result.frame.timestamp_s - self._t0) / _TIME_BASE)
+            self._t0 = timestamp_s
+        pts = round((timestamp_s - self._t0) / _TIME_BASE)
         pts = max(pts, self._last_pts + 1)  # image folders / repeated stamps: keep PTS increasing
         self._last_pts = pts
         frame.pts = pts
@@ -125,20 +149,36 @@ class VideoWriterSink:
             self._container.mux(packet)
         self.frames += 1
 
-    def _work(self) -> None:
+    def _draw_work(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if self._error is not None:
+                    continue  # keep taking results so that consume() never blocks on a failed writer
+                try:
+                    self._encode_queue.put(self._draw_frame(item))
+                except Exception as exc:
+                    log.debug("drawing the video frame failed", exc_info=True)
+                    self._error = exc
+        finally:
+            # A drawing callable with resources (the mesh renderer's GL context) releases them on this
+            # thread, the one that created and used them.
+            release = getattr(self.draw, "close", None)
+            if callable(release):
+                release()
+            self._encode_queue.put(None)
+
+    def _encode_work(self) -> None:
         while True:
-            item = self._queue.get()
+            item = self._encode_queue.get()
             if item is None:
-                # A drawing callable with resources (the mesh renderer's GL context) releases them on
-                # this thread, the one that created and used them.
-                release = getattr(self.draw, "close", None)
-                if callable(release):
-                    release()
                 return
             if self._error is not None:
                 continue
             try:
-                self._encode(item)
+                self._encode(*item)
             except Exception as exc:
                 log.debug("video encoding failed", exc_info=True)
                 self._error = exc
@@ -159,6 +199,7 @@ class VideoWriterSink:
         self._closed = True
         self._queue.put(None)
         self._thread.join()
+        self._encode_thread.join()
         try:
             if self._stream is not None and self._error is None:
                 for packet in self._stream.encode(None):

@@ -25,6 +25,7 @@ in vec3 v_albedo;
 in float v_scalar;
 in vec3 v_shade;
 in vec3 v_highlight;
+in vec3 v_lit;
 
 uniform vec4 u_wire_color;        // rgb + opacity of the lines
 uniform float u_wire_width;       // line half-width in pixels
@@ -51,7 +52,7 @@ void main() {
 
 #if MODE == MODE_LIT
     // (Lighting comes from the vertex shader; see there.)
-    vec3 color = v_albedo * v_shade + v_highlight;
+    vec3 color = v_lit;
 #elif MODE == MODE_WIREFRAME
     vec3 color = under;
 #elif MODE == MODE_TEXTURED

@@ -29,6 +29,8 @@ out vec3 v_albedo;
 out float v_scalar;
 out vec3 v_shade;             // SH irradiance at the vertex
 out vec3 v_highlight;         // specular highlight at the vertex
+out vec3 v_lit;               // the "lit" colour: v_albedo * v_shade + v_highlight (one varying instead of
+                              // three for the fragment shader to interpolate: the rasteriser's main cost)
 
 // Lighting is evaluated per vertex (Gouraud): the face meshes have triangles of a few pixels on screen, so
 // it looks the same as per-pixel lighting, and software rasterisers (llvmpipe) shade far fewer points.
@@ -60,5 +62,6 @@ void main() {
         vec3 h = normalize(u_key_light - normalize(v_pos));
         v_highlight = vec3(u_specular * pow(max(dot(n, h), 0.0), 40.0));
     }
+    v_lit = v_albedo * v_shade + v_highlight;
     gl_Position = u_proj * pv;
 }
