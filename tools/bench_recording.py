@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import resource
 import statistics
@@ -147,22 +148,61 @@ class _LoopSource:
         return LoopSource()
 
 
-def interleaved(video: str, seconds: float, period: float, settle: float, tmp: Path) -> dict[str, Any]:
+def _block_stats(samples: list[tuple[float, bool, float, float, int]], settle_t: Any) -> list[dict[str, Any]]:
+    """Per block (the frames between two switches): recording or not, median frame ms, mean CPU ms."""
+    blocks: dict[int, list[tuple[float, bool, float, float, int]]] = {}
+    for smp in samples:
+        if settle_t(smp[0]):
+            blocks.setdefault(smp[4], []).append(smp)
+    out = []
+    for k in sorted(blocks):
+        rows = blocks[k]
+        recs = {r[1] for r in rows}
+        if len(recs) != 1 or len(rows) < 10:
+            continue  # a block that straddles a switch the probe saw late, or too short to judge
+        out.append({"block": k, "recording": recs.pop(), "frames": len(rows),
+                    "median_ms": statistics.median(r[2] for r in rows),
+                    "mean_ms": statistics.mean(r[2] for r in rows),
+                    "thread_cpu_ms": statistics.mean(r[3] for r in rows)})
+    return out
+
+
+def _paired_overheads(blocks: list[dict[str, Any]], key: str) -> list[float]:
+    """Each recording block against the mean of the non-recording blocks just before and after it (drift in
+    the machine's load between blocks cancels to first order)."""
+    out = []
+    for i, b in enumerate(blocks):
+        if not b["recording"]:
+            continue
+        nb = [blocks[j][key] for j in (i - 1, i + 1)
+              if 0 <= j < len(blocks) and not blocks[j]["recording"] and abs(blocks[j]["block"] - b["block"]) == 1]
+        if nb:
+            ref = statistics.mean(nb)
+            out.append(100.0 * (b[key] - ref) / ref)
+    return out
+
+
+def interleaved(video: str, seconds: float, period: float, settle: float, tmp: Path,
+                encoder_nice: int | None = None) -> dict[str, Any]:
     import av
 
     from realtime.pipeline import Pipeline
     from realtime.session.controller import RecordingController
     from realtime.session.recorder import RecorderConfig
+    from realtime.session.video import ENCODER_NICE
 
+    nice = ENCODER_NICE if encoder_nice is None else encoder_nice
     with av.open(video) as c:
         frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(60), c.decode(video=0), strict=False)]
     _, stages, columns = build(video)
     names = [s.name for s in stages]
     controller = RecordingController(lambda: RecorderConfig(tmp, subject_id="bench", audio=False,
-                                                            columns=columns))
+                                                            columns=columns, video_nice=nice))
     timed = _Timed(controller)
-    samples: list[tuple[float, bool, float]] = []  # (media time, recording, stages + recorder ms)
+    # (media time, recording, stages + recorder ms, processing-thread CPU ms since the previous frame, block)
+    samples: list[tuple[float, bool, float, float, int]] = []
     switches: list[float] = []
+    loads: list[float] = [os.getloadavg()[0]]
 
     class Probe:
         """Last sink: collects the per-frame time and flips recording every ``period`` seconds."""
@@ -170,14 +210,18 @@ def interleaved(video: str, seconds: float, period: float, settle: float, tmp: P
         def __init__(self) -> None:
             self.pipe: Any = None
             self.next_switch = period
+            self.cpu = time.thread_time()
 
         def consume(self, result: Any) -> None:
             t = result.frame.timestamp_s
             ms = sum(result.timings_ms.get(n, 0.0) for n in names) + (timed.ms[-1] if timed.ms else 0.0)
-            samples.append((t, controller.recording, ms))
+            cpu = time.thread_time()  # this runs on the processing thread: its CPU time per frame
+            samples.append((t, controller.recording, ms, 1000.0 * (cpu - self.cpu), len(switches)))
+            self.cpu = cpu
             if t >= self.next_switch:
                 self.next_switch += period
                 switches.append(t)
+                loads.append(os.getloadavg()[0])
                 self.pipe.post_event("record")
 
         def close(self) -> None:
@@ -191,29 +235,48 @@ def interleaved(video: str, seconds: float, period: float, settle: float, tmp: P
         stats = pipe.run()
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     child_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+    loads.append(os.getloadavg()[0])
 
     def settled(t: float) -> bool:
         return all(not (s <= t < s + settle) for s in switches) and t >= settle
 
-    on = [ms for t, rec, ms in samples if rec and settled(t)]
-    off = [ms for t, rec, ms in samples if not rec and settled(t)]
+    on = [ms for t, rec, ms, _, _ in samples if rec and settled(t)]
+    off = [ms for t, rec, ms, _, _ in samples if not rec and settled(t)]
+    on_cpu = [c for t, rec, _, c, _ in samples if rec and settled(t)]
+    off_cpu = [c for t, rec, _, c, _ in samples if not rec and settled(t)]
+    blocks = _block_stats(samples, settled)
+    pairs = _paired_overheads(blocks, "median_ms")
+    pairs_cpu = _paired_overheads(blocks, "thread_cpu_ms")
     from realtime.session import load_session
 
     sessions = [load_session(r.folder) for r in controller.sessions]
     written = sum(s.manifest["video"]["frames_written"] for s in sessions)
+    consume_on = [timed.ms[i] for i, x in enumerate(samples) if x[1] and i < len(timed.ms)]
+
+    def quartiles(x: list[float]) -> list[float]:
+        return [float(v) for v in statistics.quantiles(x, n=4)] if len(x) >= 2 else [math.nan] * 3
+
     return {
         "method": "interleaved", "seconds": seconds, "period_s": period, "settle_s": settle, "stages": names,
+        "encoder_nice": nice,
         "frames": stats.frames, "handoff_dropped": stats.dropped, "sessions": len(sessions),
         "off_frames": len(off), "on_frames": len(on),
         "baseline_frame_mean_ms": statistics.mean(off), "recording_frame_mean_ms": statistics.mean(on),
         "baseline_frame_median_ms": statistics.median(off),
         "recording_frame_median_ms": statistics.median(on),
-        "recorder_consume_ms_mean": statistics.mean(timed.ms[i] for i, x in enumerate(samples) if x[1]),
+        "paired_overhead_pct": pairs, "paired_overhead_median_pct": statistics.median(pairs) if pairs else math.nan,
+        "paired_overhead_quartiles_pct": quartiles(pairs),
+        "baseline_thread_cpu_ms": statistics.mean(off_cpu), "recording_thread_cpu_ms": statistics.mean(on_cpu),
+        "paired_thread_cpu_overhead_median_pct": statistics.median(pairs_cpu) if pairs_cpu else math.nan,
+        "blocks": blocks,
+        "recorder_consume_ms_median": statistics.median(consume_on) if consume_on else 0.0,
+        "recorder_consume_ms_mean": statistics.mean(consume_on) if consume_on else 0.0,
         "encoder_cpu_ms_per_frame": 1000.0 * child_cpu / max(1, written),
         "video_frames_written": written,
         "video_frames_dropped_by_writer": sum(s.manifest["video"]["frames_dropped"] for s in sessions),
         "table_rows": sum(s.num_frames for s in sessions),
         "frames_recorded": sum(r.status().frames for r in controller.sessions),
+        "load_average_1min_samples": loads,
     }
 
 
@@ -221,11 +284,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--video", help="720p input video (default: ../shared/data/videos/talking_720p.mp4)")
     ap.add_argument("--method", choices=("interleaved", "runs"), default="interleaved")
-    ap.add_argument("--seconds", type=float, default=64.0, help="interleaved: length of the live run")
-    ap.add_argument("--period", type=float, default=8.0, help="interleaved: seconds between switches")
-    ap.add_argument("--settle", type=float, default=2.0,
+    ap.add_argument("--seconds", type=float, default=96.0, help="interleaved: length of the live run")
+    ap.add_argument("--period", type=float, default=4.0, help="interleaved: seconds between switches")
+    ap.add_argument("--settle", type=float, default=1.0,
                     help="interleaved: seconds left out after each switch (encoder start, final merge)")
     ap.add_argument("--repeats", type=int, default=2, help="runs: baseline/recording pairs (default 2)")
+    ap.add_argument("--encoder-nice", type=int, default=None,
+                    help="niceness increment of the encoder process (default: the recorder's, ENCODER_NICE)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -235,7 +300,7 @@ def main() -> int:
     if args.method == "interleaved":
         load_before = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
-            res = interleaved(video, args.seconds, args.period, args.settle, Path(tmp))
+            res = interleaved(video, args.seconds, args.period, args.settle, Path(tmp), args.encoder_nice)
         b, r = res["baseline_frame_mean_ms"], res["recording_frame_mean_ms"]
         bm, rm = res["baseline_frame_median_ms"], res["recording_frame_median_ms"]
         res.update(overhead_pct=100.0 * (r - b) / b, overhead_median_pct=100.0 * (rm - bm) / bm,
@@ -246,21 +311,30 @@ def main() -> int:
             print()
             return 0
         print(f"recording benchmark (interleaved): {Path(video).name} looped live at 30 FPS for "
-              f"{args.seconds:.0f} s, recording switched every {args.period:.0f} s; stages {res['stages']}")
-        print(f"{'':<22}{'frames':>8}{'mean ms':>10}{'median ms':>11}")
-        print(f"{'without recording':<22}{res['off_frames']:>8}{b:>10.2f}{bm:>11.2f}")
-        print(f"{'with recording':<22}{res['on_frames']:>8}{r:>10.2f}{rm:>11.2f}")
-        print(f"overhead: {res['overhead_pct']:+.1f} % (mean), {res['overhead_median_pct']:+.1f} % (median); "
-              "target <= 15 %")
-        print(f"recorder on the processing thread: {res['recorder_consume_ms_mean']:.3f} ms per frame; "
-              f"encoder process CPU: {res['encoder_cpu_ms_per_frame']:.1f} ms per frame "
-              "(beside the pipeline)")
+              f"{args.seconds:.0f} s, recording switched every {args.period:.0f} s (first {args.settle:.0f} s "
+              f"after each switch left out); stages {res['stages']}; encoder niceness +{res['encoder_nice']}")
+        print(f"{'':<22}{'frames':>8}{'mean ms':>10}{'median ms':>11}{'thread CPU ms':>15}")
+        print(f"{'without recording':<22}{res['off_frames']:>8}{b:>10.2f}{bm:>11.2f}"
+              f"{res['baseline_thread_cpu_ms']:>15.2f}")
+        print(f"{'with recording':<22}{res['on_frames']:>8}{r:>10.2f}{rm:>11.2f}"
+              f"{res['recording_thread_cpu_ms']:>15.2f}")
+        q = res["paired_overhead_quartiles_pct"]
+        print(f"overhead, paired blocks (each recording block vs the blocks beside it, median frame time): "
+              f"median {res['paired_overhead_median_pct']:+.1f} % over {len(res['paired_overhead_pct'])} "
+              f"pairs (quartiles {q[0]:+.1f} / {q[2]:+.1f} %); target <= 15 %")
+        print(f"overhead, pooled: {res['overhead_pct']:+.1f} % (mean), {res['overhead_median_pct']:+.1f} % "
+              f"(median); processing-thread CPU per frame, paired: "
+              f"{res['paired_thread_cpu_overhead_median_pct']:+.1f} %")
+        print(f"recorder on the processing thread: {res['recorder_consume_ms_median']:.3f} ms per frame "
+              f"(median; mean {res['recorder_consume_ms_mean']:.3f} ms with the session starts); "
+              f"encoder process CPU: {res['encoder_cpu_ms_per_frame']:.1f} ms per frame (beside the pipeline)")
         print(f"{res['sessions']} sessions: {res['frames_recorded']} frames recorded, "
               f"{res['table_rows']} table rows, {res['video_frames_written']} video frames written, "
               f"{res['video_frames_dropped_by_writer']} dropped by the writer (target 0); "
               f"{res['handoff_dropped']} frames dropped by the live hand-off (processing slower than 30 FPS)")
-        print(f"machine: {os.cpu_count()} CPUs, 1-min load average {res['load_average_1min'][0]:.1f} before, "
-              f"{res['load_average_1min'][1]:.1f} after")
+        ld = res["load_average_1min_samples"]
+        print(f"machine: {os.cpu_count()} CPUs, 1-min load average {ld[0]:.1f} at the start, "
+              f"{statistics.mean(ld):.1f} mean over the switches, {ld[-1]:.1f} at the end")
         return 0
     base: list[dict[str, Any]] = []
     rec: list[dict[str, Any]] = []

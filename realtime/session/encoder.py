@@ -78,6 +78,7 @@ def run(args: argparse.Namespace, inp: BinaryIO, out: BinaryIO, sigterm: _Sigter
     container = None
     stream = None
     slots: np.ndarray | None = None
+    yuv: np.ndarray | None = None
     written = 0
     last_pts = -1
     try:
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace, inp: BinaryIO, out: BinaryIO, sigterm: _Sigter
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                 slots = np.frombuffer(mm, np.uint8).reshape(n, h, w, 3)
+                yuv = np.empty((h * 3 // 2, w), np.uint8)  # reused: no per-frame allocation
                 container = av.open(args.output, mode="w", format="mp4", options={
                     "movflags": "empty_moov+default_base_moof",
                     "frag_duration": str(args.fragment_us),
@@ -128,10 +130,10 @@ def run(args: argparse.Namespace, inp: BinaryIO, out: BinaryIO, sigterm: _Sigter
                 if hdr is None:
                     break
                 slot, pts = HDR_F.unpack(hdr)
-                if container is None or stream is None or slots is None:
+                if container is None or stream is None or slots is None or yuv is None:
                     raise RuntimeError("frame before set-up")
                 # OpenCV's RGB -> I420 is BT.601 limited range like swscale's default, at 1/4 of its cost.
-                yuv = cv2.cvtColor(slots[slot], cv2.COLOR_RGB2YUV_I420)
+                cv2.cvtColor(slots[slot], cv2.COLOR_RGB2YUV_I420, dst=yuv)
                 replies.send(b"A" + MSG_A.pack(slot))  # the pixels are copied: the slot is free again
                 frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
                 frame.pts = pts
@@ -196,12 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--bitrate", type=int, default=4_000_000)
     ap.add_argument("--fragment-us", type=int, default=250_000)
-    ap.add_argument("--nice", type=int, default=4, help="scheduling niceness increment (default 4)")
+    ap.add_argument("--nice", type=int, default=10, help="scheduling niceness increment (default 10)")
     args = ap.parse_args(argv)
     if args.nice:
-        # Below the live pipeline: the queue in front of us absorbs bursts; the live view must not stutter.
+        # Below the live pipeline: the slots in front of us absorb bursts; the live view must not stutter.
         with contextlib.suppress(OSError):
             os.nice(args.nice)
+    # Linux SCHED_BATCH: same CPU share as the niceness gives, but waking up for a frame never preempts a
+    # running thread of the live pipeline (we only need throughput, not latency).
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     return run(args, sys.stdin.buffer, sys.stdout.buffer, sigterm)
 
 

@@ -37,7 +37,7 @@ from realtime.session import storage
 from realtime.session.audio import AudioRecorder, AudioStats, AudioUnavailableError, StreamFactory
 from realtime.session.protocol import PromptState, Protocol, ProtocolRunner
 from realtime.session.table import SESSION_SCHEMA_VERSION, FrameRecord, QualityThresholds, build_chunk
-from realtime.session.video import FragmentedVideoWriter
+from realtime.session.video import ENCODER_NICE, FragmentedVideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class RecorderConfig:
     video_threads: int = 1
     video_preset: str = "ultrafast"
     """libx264 preset: ultrafast costs ~5 ms of one core per 720p frame (superfast ~6.5 ms, 35 % smaller)."""
+    video_nice: int = ENCODER_NICE
+    """Niceness increment of the encoder process: below the live pipeline, so that on a loaded machine the
+    encoder waits (its shared-memory slots hold ~1.6 s of frames) rather than the live view."""
     chunk_interval_s: float = 0.5
     manifest_interval_s: float = 2.0
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
@@ -161,7 +164,8 @@ class SessionRecorder:
                               ) from None
         self._video = FragmentedVideoWriter(self.folder / VIDEO, self._fail, codec=config.video_codec,
                                             queue_frames=config.video_queue_frames,
-                                            threads=config.video_threads, preset=config.video_preset)
+                                            threads=config.video_threads, preset=config.video_preset,
+                                            nice=config.video_nice)
         self._audio: AudioRecorder | None = None
         if config.audio:
             self._audio = AudioRecorder(self.folder / AUDIO, self._fail, samplerate=config.audio_samplerate,

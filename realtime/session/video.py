@@ -30,8 +30,12 @@ log = logging.getLogger(__name__)
 
 FRAGMENT_US = 250_000
 """Fragment length: bounds what a kill can lose (plus the frames still queued for the encoder)."""
-SLOT_BUDGET_BYTES = 160_000_000
-"""Shared memory for frames handed to the encoder process (the backlog a kill of the app cannot lose)."""
+SLOT_BUDGET_BYTES = 280_000_000
+"""Shared memory for frames handed to the encoder process (the backlog a kill of the app cannot lose):
+~3.2 s of 720p (96 slots), ~1.5 s of 1080p. The encoder runs niced, so on a loaded machine it falls
+behind for a while instead of slowing the live view; these slots are what it catches up from."""
+ENCODER_NICE = 10
+"""Default niceness increment of the encoder process (``tools/bench_recording.py --encoder-nice``)."""
 _CODEC_PREFERENCE = ("libx264", "libopenh264", "h264", "mpeg4")
 
 
@@ -72,7 +76,7 @@ class FragmentedVideoWriter:
 
     def __init__(self, path: Path, on_error: Callable[[str], None], codec: str | None = None,
                  queue_frames: int = 15, crf: int = 23, preset: str = "ultrafast", threads: int = 1,
-                 gop_s: float = 1.0, fps_hint: float = 30.0, slots: int = 48) -> None:
+                 gop_s: float = 1.0, fps_hint: float = 30.0, slots: int = 96, nice: int = ENCODER_NICE) -> None:
         self.path = path
         self.codec = pick_codec(codec)
         self._on_error = on_error
@@ -93,7 +97,7 @@ class FragmentedVideoWriter:
         cmd = [sys.executable, "-m", "realtime.session.encoder", str(path), "--codec", self.codec,
                "--preset", preset, "--crf", str(crf), "--threads", str(threads),
                "--gop", str(max(1, round(gop_s * fps_hint))), "--fps", str(fps_hint),
-               "--fragment-us", str(FRAGMENT_US)]
+               "--fragment-us", str(FRAGMENT_US), "--nice", str(nice)]
         # A file, not a pipe: nobody reads the encoder's stderr while it runs, and a full pipe would block it.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         try:
@@ -187,7 +191,7 @@ class FragmentedVideoWriter:
                     # yuv420p needs even dimensions; an odd last row/column is cropped.
                     self._size = (image.shape[1] & ~1, image.shape[0] & ~1)
                     frame_bytes = self._size[0] * self._size[1] * 3
-                    # ~1.6 s at 30 FPS for 720p; fewer slots for big frames (about 160 MB at most)
+                    # ~3.2 s at 30 FPS for 720p; fewer slots for big frames (SLOT_BUDGET_BYTES at most)
                     self._n_slots = max(8, min(self._n_slots, SLOT_BUDGET_BYTES // frame_bytes))
                     self._setup(*self._size)
                 w, h = self._size
