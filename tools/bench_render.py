@@ -3,17 +3,19 @@
 
 1. Render time: real frames of ``talking_720p.mp4`` with their real fits (MediaPipe + landmark fit, computed
    first, not timed); each frame is drawn as the ``--output`` video draws it (fitted face over the frame +
-   3D orbit inset + landmarks, read back to numpy), on Mesa llvmpipe through EGL. Median wall and process
-   CPU time per frame, with the parts (camera overlay alone, 3D view alone) and the cost of 4x MSAA.
+   3D orbit inset + landmarks, read back to numpy), on Mesa llvmpipe through EGL. Median wall time, process
+   CPU time (all threads, llvmpipe's raster threads included) and the calling thread's CPU time per frame,
+   with the parts (camera overlay alone, 3D view alone) and the cost of 4x MSAA.
    Baseline: the 2D annotations the video had before (``realtime.annotate``: landmark dots and text).
 2. End to end: ``realtime-face run --headless --video talking_720p.mp4 --output OUT.mp4`` equivalent
-   (decode, MediaPipe, fit, rendering on the video writer's thread, H.264 encode), FPS over the whole
-   file, against the same run whose video only has the 2D annotations.
+   (decode, MediaPipe, fit, drawing and H.264 encoding on the video writer's threads), FPS over the whole
+   file and process CPU per frame, against the same run whose video only has the 2D annotations.
 
-The machine is shared: the load average is printed next to the figures (wall times scale with it; CPU
-times much less).
+The machine is shared: every figure is printed with the load average (1 min) at the time it was taken, and
+``--repeat`` takes them several times. Wall times scale with the load; CPU times much less (on 2 cores,
+60 FPS leaves 33 ms of CPU per frame for everything).
 
-    .venv/bin/python tools/bench_render.py [--frames 40] [--json] [--skip-e2e]
+    .venv/bin/python tools/bench_render.py [--frames 40] [--repeat 1] [--json] [--skip-e2e] [--png OUT.png]
 """
 
 from __future__ import annotations
@@ -55,20 +57,23 @@ def _fits(video: Path, n: int) -> list[Any]:
     return [r for r in results if r.faces and r.faces[0].fit is not None]
 
 
-def _timed(fn: Any, items: list[Any], warmup: int = 3) -> tuple[float, float]:
-    """Median wall and process-CPU milliseconds of ``fn(item)`` over ``items`` (after warm-up calls)."""
+def _timed(fn: Any, items: list[Any], warmup: int = 3) -> tuple[float, float, float, float]:
+    """Median wall, process-CPU and calling-thread CPU milliseconds of ``fn(item)`` over ``items`` (after
+    warm-up calls), and the load average when done."""
     for item in items[:warmup]:
         fn(item)
-    wall, cpu = [], []
+    wall, cpu, thread = [], [], []
     for item in items:
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, th0 = time.perf_counter(), time.process_time(), time.thread_time()
         fn(item)
         wall.append((time.perf_counter() - t0) * 1000.0)
         cpu.append((time.process_time() - c0) * 1000.0)
-    return statistics.median(wall), statistics.median(cpu)
+        thread.append((time.thread_time() - th0) * 1000.0)
+    return statistics.median(wall), statistics.median(cpu), statistics.median(thread), os.getloadavg()[0]
 
 
-def bench_render(results: list[Any], model: Any, intrinsics_for_size: Any) -> dict[str, Any]:
+def bench_render(results: list[Any], model: Any, intrinsics_for_size: Any,
+                 png: Path | None = None) -> dict[str, Any]:
     from realtime.annotate import annotate
     from realtime.overlay import MeshDisplay, ViewStyle, compose_views, orbit_view_params
     from realtime.render import OffscreenRenderer
@@ -107,8 +112,15 @@ def bench_render(results: list[Any], model: Any, intrinsics_for_size: Any) -> di
             rows[f"overlay + 3D view, {msaa} (as --output)"] = _timed(composed, results)
             rows[f"  camera overlay alone, {msaa}"] = _timed(overlay, results)
             rows[f"  3D view alone ({round(style.inset_fraction * h)} px), {msaa}"] = _timed(orbit, results)
-    return {name: {"median_wall_ms": round(wall, 2), "median_cpu_ms": round(cpu, 2)}
-            for name, (wall, cpu) in rows.items()}
+            if png is not None and not samples:
+                from PIL import Image
+
+                composed(results[len(results) // 2])
+                png.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(out).save(png)
+    return {name: {"median_wall_ms": round(wall, 2), "median_cpu_ms": round(cpu, 2),
+                   "median_thread_cpu_ms": round(thread, 2), "load_average": round(load, 1)}
+            for name, (wall, cpu, thread, load) in rows.items()}
 
 
 def bench_end_to_end(video: Path, model: Any) -> dict[str, Any]:
@@ -126,12 +138,15 @@ def bench_end_to_end(video: Path, model: Any) -> dict[str, Any]:
             draw = MeshOverlay(model, fit.intrinsics.for_size) if with_mesh else None
             source = VideoSource(str(video))
             sink = VideoWriterSink(Path(tmp) / f"{with_mesh}.mp4", fps=30.0, draw=draw)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with Pipeline(source, [LandmarkStage(), fit], [sink]) as p:
                 stats = p.run()
             wall = time.perf_counter() - t0   # includes the writer draining its queue at close
+            cpu = time.process_time() - c0
             out[label] = {"frames": stats.frames, "pipeline_fps": round(stats.fps, 2),
                           "end_to_end_fps": round(stats.frames / wall, 2),
+                          "cpu_ms_per_frame": round(1000.0 * cpu / max(stats.frames, 1), 1),
+                          "load_average": round(os.getloadavg()[0], 1),
                           "stage_median_ms": {k: round(v.median_ms, 2) for k, v in stats.stages.items()}}
     return out
 
@@ -139,7 +154,9 @@ def bench_end_to_end(video: Path, model: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=40, help="frames timed for the render time")
+    parser.add_argument("--repeat", type=int, default=1, help="take every figure this many times")
     parser.add_argument("--skip-e2e", action="store_true", help="only the render time")
+    parser.add_argument("--png", type=Path, help="write one composed frame (no MSAA, as --output) here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
@@ -149,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
 
     video = shared_dir() / "data" / "videos" / "talking_720p.mp4"
     model = load_face_model()
-    load_before = os.getloadavg()[0]
     results = _fits(video, args.frames)
     if len(results) < 5:
         print(f"only {len(results)} fitted frames in {video}", file=sys.stderr)
@@ -157,26 +173,32 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "video": video.name, "resolution": f"{results[0].frame.width}x{results[0].frame.height}",
         "frames_timed": len(results), "cpus": os.cpu_count(),
-        "render": bench_render(results, model, IntrinsicsResolver().for_size),
-        "load_average_during": None,
+        "render": [bench_render(results, model, IntrinsicsResolver().for_size, args.png if i == 0 else None)
+                   for i in range(max(1, args.repeat))],
     }
     if not args.skip_e2e:
-        report["end_to_end"] = bench_end_to_end(video, model)
-    report["load_average_during"] = round((load_before + os.getloadavg()[0]) / 2.0, 1)
+        report["end_to_end"] = [bench_end_to_end(video, model) for _ in range(max(1, args.repeat))]
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"render time at {report['resolution']} ({report['frames_timed']} real frames with fits, "
-          f"Mesa llvmpipe via EGL, {report['cpus']} CPUs, load average {report['load_average_during']})")
-    print(f"{'':52s} {'median wall ms':>15s} {'median CPU ms':>14s}")
-    for name, row in report["render"].items():
-        print(f"{name:52s} {row['median_wall_ms']:15.2f} {row['median_cpu_ms']:14.2f}")
-    if "end_to_end" in report:
-        print("\nheadless end to end (decode, MediaPipe, fit, draw, H.264) over the whole video")
-        print(f"{'':40s} {'frames':>7s} {'end-to-end fps':>15s}  stage medians (ms)")
-        for name, row in report["end_to_end"].items():
+          f"Mesa llvmpipe via EGL, {report['cpus']} CPUs); CPU = all threads, thread = the calling thread")
+    for i, render in enumerate(report["render"]):
+        print(f"\nrun {i + 1}/{len(report['render'])}")
+        print(f"{'':50s} {'wall ms':>8s} {'CPU ms':>7s} {'thread ms':>9s} {'load':>5s}")
+        for name, row in render.items():
+            print(f"{name:50s} {row['median_wall_ms']:8.2f} {row['median_cpu_ms']:7.2f} "
+                  f"{row['median_thread_cpu_ms']:9.2f} {row['load_average']:5.1f}")
+    for i, e2e in enumerate(report.get("end_to_end", [])):
+        print(f"\nheadless end to end (decode, MediaPipe, fit, draw, H.264) over the whole video, "
+              f"run {i + 1}/{len(report['end_to_end'])}")
+        print(f"{'':32s} {'frames':>6s} {'fps':>6s} {'CPU ms/frame':>12s} {'load':>5s}  stage medians (ms)")
+        for name, row in e2e.items():
             stages = ", ".join(f"{k} {v:.1f}" for k, v in row["stage_median_ms"].items())
-            print(f"{name:40s} {row['frames']:7d} {row['end_to_end_fps']:15.2f}  {stages}")
+            print(f"{name:32s} {row['frames']:6d} {row['end_to_end_fps']:6.1f} {row['cpu_ms_per_frame']:12.1f} "
+                  f"{row['load_average']:5.1f}  {stages}")
+    if args.png is not None:
+        print(f"\ncomposed frame: {args.png}")
     return 0
 
 
