@@ -198,12 +198,10 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
                                texture_intrinsics=intrinsics, hidden_edges=display.view_hidden_edges,
                                face_pose=None if style.orbit_follows_head else face_pose)
     if overlay_box is not None:
-        if _overlaps(overlay_box, rect):
-            # Both views share the renderer's picture: read the camera overlay before the 3D view covers it.
-            renderer.read_box_into(out, overlay_box, over=True)
-            overlay_box = None
-        else:
-            renderer.flush()   # rasterised while the 3D view is prepared and drawn
+        renderer.flush()   # rasterised while the 3D view is prepared and drawn
+    # The 3D view is drawn into the same picture before the camera overlay is read back: where the two
+    # boxes overlap, the overlay's read-back shows the 3D view, but only inside ``rect``, which is painted
+    # over afterwards.
     orbit_box = renderer.draw(vertices_mm, display.view_triangles, crop=True, reuse_mesh=True, **params)
     if overlay_box is not None:
         renderer.read_box_into(out, overlay_box, over=True)
@@ -211,10 +209,6 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
     if orbit_box is not None:
         renderer.read_box_into(out, orbit_box, over=False)
     return out
-
-
-def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def draw_dots(image: np.ndarray, points_px: np.ndarray) -> None:

@@ -98,6 +98,7 @@ class VideoWriterSink:
         """(width, height) of the video: the first frame's, made even."""
         self.frames = 0
         self._error: BaseException | None = None
+        self._encode_failed = False
         self._queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=max_queue)
         # Drawn frames waiting for the encoder: (I420 planes, timestamp); two keep both threads busy.
         self._encode_queue: queue.Queue[tuple[np.ndarray, float] | None] = queue.Queue(maxsize=2)
@@ -175,12 +176,13 @@ class VideoWriterSink:
             item = self._encode_queue.get()
             if item is None:
                 return
-            if self._error is not None:
-                continue
+            if self._encode_failed:
+                continue  # (a drawing error stops the drawing; what was drawn before it is still encoded)
             try:
                 self._encode(*item)
             except Exception as exc:
                 log.debug("video encoding failed", exc_info=True)
+                self._encode_failed = True
                 self._error = exc
 
     def _raise_if_failed(self) -> None:
@@ -201,7 +203,7 @@ class VideoWriterSink:
         self._thread.join()
         self._encode_thread.join()
         try:
-            if self._stream is not None and self._error is None:
+            if self._stream is not None and not self._encode_failed:
                 for packet in self._stream.encode(None):
                     self._container.mux(packet)
         except Exception as exc:

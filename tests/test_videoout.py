@@ -65,3 +65,40 @@ def test_unwritable_or_unknown_outputs(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="is a folder"):
         check_output_file(tmp_path / "dir.mp4")
     assert check_output_file(tmp_path / "new" / "ok.mkv") == tmp_path / "new" / "ok.mkv"
+
+
+def test_drawing_runs_on_its_own_thread_and_failures_surface_at_close(frames: list[np.ndarray],
+                                                                       tmp_path: Path) -> None:
+    """Drawing (the mesh renderer) and encoding are two threads; a drawing error neither blocks the
+    pipeline's consume() nor passes silently, and the drawing callable is closed on its own thread."""
+    import threading
+
+    class Draw:
+        def __init__(self) -> None:
+            self.threads: set[str] = set()
+            self.closed_on: str | None = None
+
+        def __call__(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
+            self.threads.add(threading.current_thread().name)
+            if result.frame.index == 3:
+                raise RuntimeError("GL context lost")
+            image[:8] = 255
+            return image
+
+        def close(self) -> None:
+            self.closed_on = threading.current_thread().name
+
+    draw = Draw()
+    sink = VideoWriterSink(tmp_path / "x.mp4", fps=30, draw=draw, max_queue=2)
+    for i in range(3):
+        sink.consume(FrameResult(Frame(frames[i], i, i / 30.0, 0.0)))
+    with pytest.raises(OutputError, match="GL context lost"):
+        for i in range(3, 40):   # after the failure consume() raises instead of queueing (never blocks)
+            sink.consume(FrameResult(Frame(frames[i % len(frames)], i, i / 30.0, 0.0)))
+    with pytest.raises(OutputError, match="GL context lost"):
+        sink.close()
+    assert draw.threads == {"video-draw"} and draw.closed_on == "video-draw"
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(decoded) == 3   # what was drawn before the failure is in the file
+    assert decoded[0][:6].min() > 200
