@@ -70,6 +70,16 @@ def test_shipped_engines_have_a_current_calibration() -> None:
         assert policy.active
 
 
+def test_fusion_stage_for_an_engine(face_model) -> None:
+    from realtime.engines.fusion import fusion_stage_for
+    from realtime.fitting import IntrinsicsResolver, MeshBuilder
+
+    mesher, resolver = MeshBuilder(face_model), IntrinsicsResolver()
+    stage = fusion_stage_for("mobile-facernet", mesher, resolver)
+    assert stage is not None and stage.name == "fuse" and stage.policy.active
+    assert fusion_stage_for("fit", mesher, resolver) is None
+
+
 @pytest.mark.slow
 def test_fused_fit_beats_fit_only_on_new_profile_renders(face_model) -> None:
     """Profile renders from a seed used nowhere else; shape error of the fused fit (engine + fit, the

@@ -229,3 +229,42 @@ def test_profile_shards_have_large_yaw(tmp_path: Path, face_model) -> None:
     assert n == 8
     yaw = np.abs(ArrayDataset.load([tmp_path], 32).arrays["euler"][:, 0])
     assert yaw.min() >= 49.9 and yaw.max() <= 75.1
+
+
+@pytest.mark.slow
+def test_ridge_identity_head_recovers_a_planted_linear_identity(tmp_path: Path, face_model) -> None:
+    """Identity coefficient 0 made a linear function of the network's pooled features: the ridge rows must
+    predict it on held-out crops; unpredictable coefficients stay near the training mean."""
+    from realtime.engines.coeffs import CoefficientLayout
+    from realtime.training.data import ArrayDataset, build_synthetic
+    from realtime.training.nets import MobileFaceRNet
+    from realtime.training.ridge import pooled_features, ridge_identity_head
+
+    build_synthetic(tmp_path, face_model, 80, seed=7, store_size=64, render_size=128, shard_size=80)
+    data = ArrayDataset.load([tmp_path], 64)
+    torch.manual_seed(0)
+    net = MobileFaceRNet(input_size=64)
+    # Batch-norm statistics of these crops (an untrained network's default statistics give constant features).
+    net.train()
+    images = torch.from_numpy(data.arrays["image"]).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        for _ in range(10):
+            net(images[:100])
+    feats = pooled_features(net, data)
+    # A direction the features span well (their 3 leading principal components, random mix): learnable from
+    # a few hundred crops; a random direction in all 1280 dimensions would need thousands.
+    zf = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+    _, _, vt = np.linalg.svd(zf, full_matrices=False)
+    z = zf @ (vt[:3].T @ np.random.default_rng(1).normal(size=3))
+    data.arrays["identity"][:, 0] = (z / z.std()).astype(np.float32)
+    idx = np.arange(len(data))
+    trn, val = data.subset(idx[:120]), data.subset(idx[120:])
+    rep = ridge_identity_head(net, CoefficientLayout(), trn, val)
+    with torch.no_grad():
+        pred = net(images[120:])[:, :100].numpy()
+    y = val.arrays["identity"]
+    r2 = 1.0 - ((pred[:, 0] - y[:, 0]) ** 2).mean() / y[:, 0].var()
+    assert r2 > 0.8
+    rest = np.sqrt(((pred[:, 1:] - y[:, 1:]) ** 2).mean())
+    assert rest < 1.15 * np.sqrt(((y[:, 1:] - trn.arrays["identity"][:, 1:].mean(0)) ** 2).mean())
+    assert rep.val_rms_after < rep.val_rms_mean

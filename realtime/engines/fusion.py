@@ -193,3 +193,23 @@ class FusionStage:
 
     def close(self) -> None:
         pass
+
+
+def fusion_stage_for(
+    engine: str, mesher: MeshBuilder, intrinsics: IntrinsicsResolver, mesh: bool = True
+) -> FusionStage | None:
+    """The "fuse" stage for an engine's file when it has a current calibration, else None (for "fit", an
+    uncalibrated/imported network, or a missing file). Put it right after the fit stage."""
+    from realtime.engines.regressors import ENGINE_FILES, engine_path
+
+    if engine not in ENGINE_FILES:
+        return None
+    from realtime.errors import MissingResourceError
+
+    try:
+        policy = load_policy(engine_path(engine))
+    except MissingResourceError:
+        return None
+    if policy is None or not policy.active:
+        return None
+    return FusionStage(policy, mesher, intrinsics, mesh)

@@ -53,6 +53,17 @@ def parser(arch: str, input_size: int, minutes: float, renders: int) -> argparse
     p.add_argument("--render-every", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument(
+        "--ridge-identity",
+        action="store_true",
+        help="after training, solve the identity rows of the output layer by ridge regression "
+        "(realtime.training.ridge)",
+    )
+    p.add_argument(
+        "--skip-training",
+        action="store_true",
+        help="export the existing --checkpoint (e.g. to add --ridge-identity) without training",
+    )
     p.add_argument("--out", type=Path, default=engines_dir() / ENGINE_FILES[arch])
     p.add_argument("--fp16-weights", action="store_true", help="store weights as float16 in the ONNX")
     if arch == "deep3d":
@@ -112,11 +123,29 @@ def main(
     if arch == "deep3d":
         cfg.deep3d_width = args.width
     checkpoint = args.checkpoint or (args.data.parent / f"{arch}.pt")
-    result = train(cfg, model, folders, checkpoint)
-    from realtime.training.trainer import load_network
-
-    net, _ = load_network(checkpoint)
     from realtime.engines.coeffs import CoefficientLayout
+    from realtime.training.trainer import Metrics, TrainResult, evaluate, load_network
+
+    if args.skip_training:
+        net, cfg = load_network(checkpoint)
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+        result = TrainResult(history=[], val=Metrics(**state["metrics"]), steps=0, seconds=0.0, samples=0)
+    else:
+        result = train(cfg, model, folders, checkpoint)
+        net, _ = load_network(checkpoint)
+    ridge: dict[str, object] | None = None
+    if args.ridge_identity:
+        from realtime.training.data import ArrayDataset
+        from realtime.training.ridge import ridge_identity_head
+        from realtime.training.trainer import Objective
+
+        # The trainer's split: the first shard of the first folder is held out.
+        shards = [p for f in folders for p in shard_paths(f)]
+        val = ArrayDataset.load_files(shards[:1], cfg.input_size)
+        trn = ArrayDataset.load_files(shards[1:], cfg.input_size)
+        ridge = ridge_identity_head(net, CoefficientLayout(), trn, val).as_dict()
+        result.val = evaluate(net, Objective(model, CoefficientLayout(), cfg), val)
+        ridge["val_after"] = result.val.as_dict()
 
     export_onnx(
         net,
@@ -132,6 +161,7 @@ def main(
                     "seconds": round(result.seconds),
                     "samples": result.samples,
                     "val": result.val.as_dict(),
+                    "ridge_identity": ridge,
                 }
             )
         },
@@ -147,11 +177,14 @@ def main(
         "seconds": result.seconds,
         "train_samples": result.samples,
         "val": asdict(result.val),
+        "ridge_identity": ridge,
         "parity_max_abs": diff,
         "history": result.history,
         "onnx": str(args.out),
         "onnx_mb": args.out.stat().st_size / 1e6,
     }
-    (checkpoint.with_suffix(".json")).write_text(json.dumps(report, indent=1))
+    # A re-export (--skip-training) keeps the training run's report (with its history) next to it.
+    report_path = checkpoint.with_suffix(".export.json" if args.skip_training else ".json")
+    report_path.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
     return 0
