@@ -7,8 +7,10 @@
 3. Held-out synthetic set (seeds disjoint from the training data; yaw stratified up to ±75°; 512x512 renders;
    real MediaPipe in static mode provides the track both paths need). By |yaw| bin: model-space mesh error
    (mean vertex distance over the narrow face area, mm) and rotation error (deg) of the engine alone, the
-   fitter alone (cold start from its own PnP) and the fitter warm-started by the engine; the trivial
-   baseline is the mean face (and a frontal rotation).
+   fitter alone (cold start from its own PnP), the fitter warm-started by the engine, and the fit fused with
+   the engine (``realtime.engines.fusion``: identity/expression blended towards the engine's with a weight
+   growing with |yaw|, calibrated by ``tools/calibrate_fusion.py`` on another seed). Trivial baselines: the
+   mean face (and a frontal rotation), and the same fusion towards the mean face instead of an engine.
 4. 2D 68-landmark NME (% of sqrt(w·h) of the annotated box, as in the Mobile-FaceRNet paper) on the
    annotated photos in ../shared/data/images: engine, fit-only, and a trivial baseline (the mean face's
    frontal landmarks stretched to MediaPipe's landmark box).
@@ -31,7 +33,6 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BINS = ((0, 15), (15, 30), (30, 45), (45, 60), (60, 75))
 THREADS = {"mobile-facernet": 1, "deep3d": 2}
 PROFILE_DEG = 45.0
 
@@ -94,87 +95,72 @@ def latency(name: str, path: Path, reps: int, image: np.ndarray, track: object) 
 
 
 def synthetic_table(engines: list[str], n: int, seed: int, size: int) -> dict[str, object]:
-    from realtime.correspondence import load_correspondence
-    from realtime.engines.regressors import Regressor, engine_path
+    from realtime.engines.fusion import FusionPolicy, load_policy, policy_path
+    from realtime.engines.regressors import engine_path
     from realtime.facemodel import load_face_model
-    from realtime.fitting import FaceFitter, FitOptions
-    from realtime.landmarks import FaceMeshTracker
-    from realtime.results import Pose
-    from realtime.synthetic import SyntheticGenerator
+    from realtime.training.fusion_calib import Case, ShapeError, collect_cases, fused, yaw_table
 
     model = load_face_model()
-    corr = load_correspondence(model)
-    region = model.narrow_face_area_vertices or model.face_area_vertices
-    regs = {e: Regressor(e, path=engine_path(e), prefer="cpu", threads=THREADS[e]) for e in engines}
-    opts = FitOptions.single_image()  # the fitter's settings for unrelated single images
-    rows: list[dict[str, float | bool]] = []
-    rng = np.random.default_rng(seed)
-    try:
-        with SyntheticGenerator(model, size, size, seed=seed) as gen, FaceMeshTracker(static=True) as tracker:
-            for i in range(n):
-                lo, hi = BINS[i % len(BINS)]
-                yaw = float(rng.uniform(lo, hi)) * (1 if rng.random() < 0.5 else -1)
-                s = gen.sample(seed=seed * 10_000_000 + i, yaw_deg=yaw)
-                gt_shape = model.shape(s.identity, s.expression)[:region]
-                row: dict[str, float | bool] = {"yaw": float(s.pose.euler_deg()[0])}
-                row["mean_face_mm"] = float(np.linalg.norm(model.mean_mm[:region] - gt_shape, axis=1).mean())
-                row["frontal_deg"] = rotation_error_deg(np.diag([1.0, -1.0, -1.0]), s.pose.rotation)
-                tracks = tracker.track(s.image)
-                row["tracked"] = bool(tracks)
-                if tracks:
-                    track = tracks[0]
+    files = {e: engine_path(e) for e in engines}
+    policies: dict[str, FusionPolicy | None] = {e: load_policy(p) for e, p in files.items()}
+    # The no-network baseline policy (fit blended towards the mean face), calibrated on the same set.
+    base: FusionPolicy | None = None
+    for p in files.values():
+        if policy_path(p).is_file():
+            doc = json.loads(policy_path(p).read_text())
+            base = FusionPolicy(**doc["calibration"]["mean_face_policy"])
+            break
+    cases = collect_cases(model, files, n, seed, size, THREADS)
+    zero_id, zero_exp = np.zeros(model.n_identity), np.zeros(model.n_expressions)
+    frontal = np.diag([1.0, -1.0, -1.0])
+    Out = tuple[np.ndarray, np.ndarray, float] | None
 
-                    def err(identity: np.ndarray, expression: np.ndarray, gt: np.ndarray = gt_shape) -> float:
-                        v = model.shape(identity, expression)[:region]
-                        return float(np.linalg.norm(v - gt, axis=1).mean())
+    def mean_face(c: Case) -> Out:
+        return zero_id, zero_exp, rotation_error_deg(frontal, c.rotation)
 
-                    fit = FaceFitter(model, corr, s.intrinsics, opts).fit(track)
-                    row["fit_mm"] = err(fit.identity, fit.expression)
-                    row["fit_deg"] = rotation_error_deg(fit.pose.rotation, s.pose.rotation)
-                    # Trivial baseline for the profile policy: the fitter's own yaw decides, the identity
-                    # is locked to the mean face.
-                    mf = fit
-                    if abs(fit.pose.euler_deg()[0]) > PROFILE_DEG:
-                        f2 = FaceFitter(model, corr, s.intrinsics, opts)
-                        f2.lock_identity(np.zeros(model.n_identity))
-                        mf = f2.fit(track)
-                    row["fit|meanid_mm"] = err(mf.identity, mf.expression)
-                    row["fit|meanid_deg"] = rotation_error_deg(mf.pose.rotation, s.pose.rotation)
-                    for e, reg in regs.items():
-                        est = reg.predict(s.image, track, s.intrinsics)
-                        row[f"{e}_mm"] = err(est.identity, est.expression)
-                        row[f"{e}_deg"] = rotation_error_deg(est.rotation, s.pose.rotation)
-                        wf = FaceFitter(model, corr, s.intrinsics, opts).fit(track, warm_start=est)
-                        row[f"{e}+fit_mm"] = err(wf.identity, wf.expression)
-                        row[f"{e}+fit_deg"] = rotation_error_deg(wf.pose.rotation, s.pose.rotation)
-                        # Profile policy: where the engine sees |yaw| > 45°, its identity is kept (landmarks
-                        # of a profile barely constrain identity) and the fit solves pose and expression.
-                        pf = FaceFitter(model, corr, s.intrinsics, opts)
-                        if abs(Pose(est.rotation, est.translation_mm).euler_deg()[0]) > PROFILE_DEG:
-                            pf.lock_identity(est.identity)
-                        pr = pf.fit(track, warm_start=est)
-                        row[f"{e}+fit|id_mm"] = err(pr.identity, pr.expression)
-                        row[f"{e}+fit|id_deg"] = rotation_error_deg(pr.pose.rotation, s.pose.rotation)
-                rows.append(row)
-                if (i + 1) % 20 == 0:
-                    print(f"  synthetic {i + 1}/{n}", file=sys.stderr)
-    finally:
-        for reg in regs.values():
-            reg.close()
-    cols = ["mean_face_mm", "frontal_deg", "fit_mm", "fit_deg", "fit|meanid_mm", "fit|meanid_deg"]
+    def fit_only(c: Case) -> Out:
+        return (c.fit_identity, c.fit_expression, c.fit_rotation_deg) if c.tracked else None
+
+    def fit_meanid(c: Case) -> Out:
+        return c.meanid
+
+    def fit_to_mean(c: Case) -> Out:
+        if not c.tracked or base is None:
+            return None
+        return (*fused(c, (zero_id, zero_exp), base), c.fit_rotation_deg)
+
+    columns: dict[str, object] = {
+        "mean_face": mean_face, "fit": fit_only, "fit|meanid": fit_meanid, "fit~mean": fit_to_mean
+    }
     for e in engines:
-        cols += [f"{e}_mm", f"{e}_deg", f"{e}+fit_mm", f"{e}+fit_deg", f"{e}+fit|id_mm", f"{e}+fit|id_deg"]
-    table = []
-    for lo, hi in BINS:
-        sel = [r for r in rows if lo <= abs(float(r["yaw"])) < hi + 1e-6]
-        tracked = [r for r in sel if r["tracked"]]
-        entry: dict[str, object] = {"bin": f"{lo}-{hi}", "renders": len(sel), "tracked": len(tracked)}
-        for c in cols:
-            src = sel if c in ("mean_face_mm", "frontal_deg") else tracked
-            vals = [float(r[c]) for r in src if c in r]
-            entry[c] = round(float(np.mean(vals)), 2) if vals else None
-        table.append(entry)
-    return {"bins": table, "columns": cols, "n": n, "seed": seed, "render_px": size}
+        def alone(c: Case, e: str = e) -> Out:
+            p = c.engines.get(e)
+            return (p.identity, p.expression, p.rotation_deg) if p else None
+
+        def warm(c: Case, e: str = e) -> Out:
+            p = c.engines.get(e)
+            return p.warm if p else None
+
+        def fuse(c: Case, e: str = e) -> Out:
+            p, pol = c.engines.get(e), policies[e]
+            if p is None or pol is None:
+                return None
+            return (*fused(c, (p.identity, p.expression), pol), c.fit_rotation_deg)
+
+        columns.update({e: alone, f"{e}+fit": warm, f"{e}~fit": fuse})
+    err = ShapeError(model)
+    table = yaw_table(cases, columns, err)
+    over = yaw_table(cases, columns, err, bins=((45, 75),))[0]
+    return {
+        "bins": table,
+        "over_45": over,
+        "columns": list(columns),
+        "policies": {e: (None if p is None else p.__dict__) for e, p in policies.items()},
+        "mean_face_policy": None if base is None else base.__dict__,
+        "n": n,
+        "seed": seed,
+        "render_px": size,
+    }
 
 
 def read_pts(path: Path) -> np.ndarray:
@@ -189,14 +175,16 @@ def photo_nme(engines: list[str]) -> list[dict[str, object]]:
 
     from realtime.camera import Intrinsics
     from realtime.correspondence import load_correspondence
+    from realtime.engines.fusion import fuse_fit, load_policy
     from realtime.engines.regressors import Regressor, engine_path
     from realtime.facemodel import load_face_model
-    from realtime.fitting import FaceFitter, FitOptions
+    from realtime.fitting import FaceFitter, FitOptions, MeshBuilder
     from realtime.landmarks import FaceMeshTracker
     from realtime.paths import shared_dir
 
     model = load_face_model()
     corr = load_correspondence(model)
+    mesher = MeshBuilder(model)
     frontal = model.mean_mm[model.landmarks68][:, :2] * np.array([1.0, -1.0])
     out = []
     with FaceMeshTracker(static=True) as tracker:
@@ -224,6 +212,12 @@ def photo_nme(engines: list[str]) -> list[dict[str, object]]:
                     v = model.shape(est.identity, est.expression)[model.landmarks68]
                     lm = intr.project(v @ est.rotation.T + est.translation_mm)
                     row[f"{e}_nme"] = round(100 * float(np.linalg.norm(lm - gt, axis=1).mean() / d), 2)
+                    policy = load_policy(engine_path(e))
+                    if policy is not None:
+                        fz = fuse_fit(fit, est, policy, mesher, intr, mesh=False)
+                        row[f"{e}~fit_nme"] = round(
+                            100 * float(np.linalg.norm(fz.landmarks68_px - gt, axis=1).mean() / d), 2
+                        )
             out.append(row)
     return out
 
@@ -288,18 +282,23 @@ def main(argv: list[str] | None = None) -> int:
         f"\nheld-out synthetic set ({syn['n']} renders {syn['render_px']} px, seed {syn['seed']}): "
         "model-space mesh error mm / rotation error deg"
     )
-    names = ["mean face", "fit", "fit|meanid"]
-    keys = [("mean_face_mm", "frontal_deg"), ("fit_mm", "fit_deg"), ("fit|meanid_mm", "fit|meanid_deg")]
+    names = ["mean face", "fit", "fit|meanid", "fit~mean"]
+    cols = ["mean_face", "fit", "fit|meanid", "fit~mean"]
     for e in args.engines:
         short = "mfr" if e == "mobile-facernet" else "d3d"
-        names += [short, f"{short}+fit", f"{short}+fit|id"]
-        keys += [(f"{e}_mm", f"{e}_deg"), (f"{e}+fit_mm", f"{e}+fit_deg"), (f"{e}+fit|id_mm", f"{e}+fit|id_deg")]
-    print(f"{'|yaw|':>7} {'n':>3} {'trk':>3} " + " ".join(f"{n:>13}" for n in names))
-    for b in syn["bins"]:
-        cells = [f"{b[m]!s}/{b[d]!s}" for m, d in keys]
-        print(f"{b['bin']:>7} {b['renders']:>3} {b['tracked']:>3} " + " ".join(f"{c:>13}" for c in cells))
-    print("fit|meanid: identity locked to the mean face where the fit's |yaw| > 45°; <e>+fit: warm start only;")
-    print("<e>+fit|id: warm start, and identity kept from the engine where its |yaw| > 45°")
+        names += [short, f"{short}+fit", f"{short}~fit"]
+        cols += [e, f"{e}+fit", f"{e}~fit"]
+    print(f"{'|yaw|':>7} {'n':>3} {'trk':>3} " + " ".join(f"{n:>12}" for n in names))
+    for b in [*syn["bins"], {**syn["over_45"], "bin": ">=45"}]:
+        cells = [f"{b[c + '_mm']!s}/{b[c + '_deg']!s}" for c in cols]
+        print(f"{b['bin']:>7} {b['renders']:>3} {b['tracked']:>3} " + " ".join(f"{c:>12}" for c in cells))
+    print("fit|meanid: identity locked to the mean face where the fit's |yaw| > 45° (no network);")
+    print("fit~mean: fit coefficients blended towards the mean face with a weight growing with |yaw| (no network,")
+    print(f"  calibrated like the engines' fusion: {syn['mean_face_policy']});")
+    print("<e>: engine alone; <e>+fit: engine as the fit's warm start; <e>~fit: fit blended towards the engine's")
+    print("  identity/expression by its calibrated policy (engines/<e>.fusion.json):")
+    for e, pol in syn["policies"].items():
+        print(f"  {e}: {pol if pol is not None else 'no calibration for this engine file: not fused'}")
     print("\n68-landmark NME (%) on the annotated photos")
     for r in report["photos"]:  # type: ignore[attr-defined]
         print("  " + "  ".join(f"{k}={v}" for k, v in r.items()))
