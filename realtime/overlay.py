@@ -67,18 +67,63 @@ class MeshDisplay:
     overlay_hidden_edges: np.ndarray | None = None
     """Quad diagonals, left out of the wireframe (a quad model's wireframe shows its quads)."""
     view_hidden_edges: np.ndarray | None = None
+    overlay_simplified: np.ndarray | None = None
+    """The overlay's surface with about half the triangles, over a subset of its vertices (see
+    :func:`simplified_triangles`), for the per-frame video views; None = draw the full triangles."""
+    view_simplified: np.ndarray | None = None
 
     @classmethod
-    def from_model(cls, model: MorphableModel) -> MeshDisplay:
+    def from_model(cls, model: MorphableModel, simplify: bool = True) -> MeshDisplay:
+        """``simplify``: also make the simplified triangle lists (about 0.1 s) for :func:`compose_views`."""
         tris = model.triangles
         narrow = model.narrow_face_area_vertices or model.face_area_vertices
         overlay = tris[(tris < narrow).all(axis=1)]
         view = tris[(tris < model.face_area_vertices).all(axis=1)]
         overlay = np.ascontiguousarray(overlay if len(overlay) else tris, dtype=np.int32)
         view = np.ascontiguousarray(view if len(view) else tris, dtype=np.int32)
-        if model.quads is None:
-            return cls(overlay, view)
-        return cls(overlay, view, quad_diagonals(overlay, model.quads), quad_diagonals(view, model.quads))
+        quads = model.quads
+        return cls(overlay, view,
+                   overlay_hidden_edges=None if quads is None else quad_diagonals(overlay, quads),
+                   view_hidden_edges=None if quads is None else quad_diagonals(view, quads),
+                   overlay_simplified=simplified_triangles(overlay, model.mean_mm) if simplify else None,
+                   view_simplified=simplified_triangles(view, model.mean_mm) if simplify else None)
+
+
+SIMPLIFIED_FRACTION = 0.5
+"""Share of the triangles the video views draw. On llvmpipe the vertex work, the triangle setup and a good
+part of the rasterisation scale with the triangle count; shaded with the full mesh's normals the halved mesh
+looks the same at the video's sizes (the face mask over a 720p frame, a 274-pixel 3D view)."""
+
+
+def simplified_triangles(triangles: np.ndarray, vertices_mm: np.ndarray,
+                         keep: float = SIMPLIFIED_FRACTION) -> np.ndarray | None:
+    """About ``keep`` x the triangles, by quadric edge collapses on ``vertices_mm`` (the model's mean face),
+    each collapse keeping one of the edge's two vertices: the result indexes a subset of the same vertices, so
+    it follows every fitted face (identity, expression, pose) with no per-frame work. Open borders (eyes,
+    mouth, the mask's outline) are not collapsed. None when the simplifier is not installed.
+    """
+    try:
+        import fast_simplification
+    except ImportError:  # a display optimisation: the full triangles are drawn then
+        log.warning("fast-simplification is not installed: the video views draw the full meshes")
+        return None
+    tris = np.asarray(triangles, dtype=np.int64)
+    _, _, collapses = fast_simplification.simplify(
+        np.asarray(vertices_mm, dtype=np.float64), tris, target_reduction=1.0 - keep, return_collapses=True,
+        preserve_border=True)
+    # collapses[i] = (kept, removed): follow each removed vertex to the one that finally stands for it.
+    rep = np.arange(vertices_mm.shape[0])
+    if len(collapses):
+        rep[collapses[:, 1]] = collapses[:, 0]
+    while True:
+        nxt = rep[rep]
+        if np.array_equal(nxt, rep):
+            break
+        rep = nxt
+    t = rep[tris]
+    t = t[(t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 0] != t[:, 2])]
+    _, first = np.unique(np.sort(t, axis=1), axis=0, return_index=True)
+    return np.ascontiguousarray(t[np.sort(first)], dtype=np.int32)
 
 
 def _extent(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,9 +227,16 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
             draw_dots(out, dots)
         return out
     mode = style.mode if style.mode != "heatmap" else "lit"
+    # The simplified meshes unless the wireframe shows the triangulation; either way shaded with the normals
+    # of the whole face area's full mesh.
+    small = not style.wireframe and mode != "wireframe"
+    overlay_tris = display.overlay_simplified if small and display.overlay_simplified is not None \
+        else display.overlay_triangles
+    view_tris = display.view_simplified if small and display.view_simplified is not None \
+        else display.view_triangles
     # The mesh over the frame: drawn alone (premultiplied), composited into ``out`` below.
     overlay_box = renderer.draw(
-        vertices_mm, display.overlay_triangles, intrinsics, mode, crop=True, transparent=True,
+        vertices_mm, overlay_tris, intrinsics, mode, crop=True, transparent=True,
         texture_image=image if mode == "textured" else None, opacity=style.overlay_opacity,
         wireframe_overlay=style.wireframe, specular=style.specular, hidden_edges=display.overlay_hidden_edges,
         points_px=dots, point_size=3.0, point_color=(0.3, 1.0, 0.55, 1.0),
@@ -202,7 +254,7 @@ def compose_views(renderer: OffscreenRenderer, image: np.ndarray, vertices_mm: n
     # The 3D view is drawn into the same picture before the camera overlay is read back: where the two
     # boxes overlap, the overlay's read-back shows the 3D view, but only inside ``rect``, which is painted
     # over afterwards.
-    orbit_box = renderer.draw(vertices_mm, display.view_triangles, crop=True, reuse_mesh=True, **params)
+    orbit_box = renderer.draw(vertices_mm, view_tris, crop=True, reuse_mesh=True, **params)
     if overlay_box is not None:
         renderer.read_box_into(out, overlay_box, over=True)
     renderer.fill(out, rect, PANEL_COLOR)
@@ -295,7 +347,7 @@ def render_reconstruction(image: np.ndarray, fit: FaceFit, model: MorphableModel
     from PIL import Image
 
     style = style or ViewStyle(overlay_opacity=0.6, orbit_follows_head=False)
-    display = MeshDisplay.from_model(model)
+    display = MeshDisplay.from_model(model, simplify=False)   # a still picture: the full meshes
     h, w = image.shape[:2]
     if h > max_height:
         w, h = max(1, round(w * max_height / h)), max_height

@@ -479,9 +479,10 @@ class OffscreenRenderer:
         * ``viewport``: draw into this rectangle of the picture only; ``intrinsics`` then describe a camera
           of the rectangle's size, and the rest of ``out`` is left as it is;
         * ``reuse_mesh``: the vertices, colours and scalars are those of the previous call (skip the upload);
-        * ``normal_triangles``: a superset of ``triangles`` whose faces give the vertex normals (default: the
-          drawn ones); a later ``reuse_mesh`` call drawing these triangles then reuses the normals, and the
-          border of a partial mesh is shaded as the surface it was cut from;
+        * ``normal_triangles``: triangles whose faces give the vertex normals (default: the drawn ones), over
+          at least the vertices ``triangles`` use: a larger surface (the border of a partial mesh is shaded
+          as the surface it was cut from) or the full mesh of a simplified one (smooth shading); a later
+          ``reuse_mesh`` call drawing triangles over these vertices reuses the normals;
         * ``out``: a preallocated (H, W, 3) uint8 array, filled and returned.
         """
         with self._current():
@@ -920,24 +921,18 @@ class OffscreenRenderer:
 
     @staticmethod
     def _covers(outer: _Topology, inner: _Topology) -> bool:
-        """True when every triangle of ``inner`` is one of ``outer``'s (computed once per pair).
+        """True when every vertex ``inner``'s triangles use is one of ``outer``'s (computed once per pair).
 
-        Then ``outer``'s vertex normals serve ``inner``: every vertex ``inner`` draws has its normal, and on
+        Then ``outer``'s vertex normals serve ``inner``: every vertex ``inner`` draws has its normal, on
         ``inner``'s border it is the surface's, not the border's (e.g. the camera overlay's face mask drawn
-        with the normals of the whole face area).
+        with the normals of the whole face area), and a simplified mesh over the same vertices is shaded
+        with the full mesh's smooth normals.
         """
         if outer is inner:
             return True
         known = outer.covers.get(id(inner))
         if known is None:
-            def keys(t: np.ndarray) -> np.ndarray:
-                # Rotations of a triangle are the same triangle: key on the smallest-first rotation.
-                t = t.astype(np.int64)
-                k = np.argmin(t, axis=1)[:, None]
-                r = np.take_along_axis(t, (k + np.arange(3)) % 3, axis=1)
-                return (r[:, 0] * outer.n_vertices + r[:, 1]) * outer.n_vertices + r[:, 2]
-
-            known = bool(np.isin(keys(inner.triangles), keys(outer.triangles)).all())
+            known = bool(np.isin(inner.used, outer.used).all())
             outer.covers[id(inner)] = known
         return known
 

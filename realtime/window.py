@@ -69,7 +69,7 @@ class LiveWindow:
             intrinsics_for_size = getattr(resolver, "for_size", None)
         self.model = model
         self.intrinsics_for_size = intrinsics_for_size or (lambda w, h: Intrinsics.from_fov(w, h))
-        self.display = MeshDisplay.from_model(model) if model is not None else None
+        self.display = MeshDisplay.from_model(model, simplify=False) if model is not None else None
         self.style = style or ViewStyle()
         self.fps = fps
         self.paused = False
