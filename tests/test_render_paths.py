@@ -142,12 +142,12 @@ def test_vertex_normals_and_normals_from_a_superset(scene) -> None:
 
 
 def test_simplified_meshes_look_like_the_full_ones(scene) -> None:
-    """The video views draw about half the triangles, over the same vertices, and look the same."""
+    """The video views draw about a third of the triangles, over the same vertices, and look the same."""
     v, _, _, display = scene
     for full, small in ((display.overlay_triangles, display.overlay_simplified),
                         (display.view_triangles, display.view_simplified)):
         assert small is not None
-        assert 0.4 < len(small) / len(full) < 0.6
+        assert 0.25 < len(small) / len(full) < 0.45
         assert np.isin(small, full).all()                      # a subset of the same vertices
         # Open borders (eyes, mouth, outline) are kept: every border edge of the full mesh is still an edge.
         edges = np.sort(np.concatenate([full[:, [0, 1]], full[:, [1, 2]], full[:, [2, 0]]]), axis=1)
@@ -165,8 +165,8 @@ def test_simplified_meshes_look_like_the_full_ones(scene) -> None:
     diff = np.abs(a.astype(int) - b.astype(int)).max(axis=-1)
     drawn = np.any(a != frame, axis=-1)
     assert drawn.mean() > 0.05
-    # (Shaded with their own, coarser normals the simplified meshes look blotchy: mean 0.72, 2.2 % of the
-    # drawn pixels off by more than 3; with the full meshes' normals 0.46 and 1.2 %.)
-    assert diff[drawn].mean() < 0.6, diff[drawn].mean()
-    assert (diff[drawn] > 3).mean() < 0.016, (diff[drawn] > 3).mean()
+    # (Shaded with their own, coarser normals the simplified meshes look blotchy: mean 1.03, 4.9 % of the
+    # drawn pixels off by more than 3; with the full meshes' normals 0.69 and 2.6 %.)
+    assert diff[drawn].mean() < 0.85, diff[drawn].mean()
+    assert (diff[drawn] > 3).mean() < 0.035, (diff[drawn] > 3).mean()
     assert (diff > 24).mean() < 0.002, (diff > 24).mean()
