@@ -52,6 +52,22 @@ class DetailSample:
         n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-9)
         return n, r.mask
 
+    def depth_map_normals(self, intrinsics: Intrinsics, displaced: bool = True) -> np.ndarray:
+        """(H, W, 3) normals of the dense face's depth map seen by ``intrinsics`` (0 where undefined).
+
+        The same operator (:func:`realtime.refine.sfs.depth_normals`, forward differences of the depth map)
+        that gives the fine stage's normals, so truth and recovered normals sit on the same pixels with the
+        same half-pixel offset and discretisation.
+        """
+        from realtime.refine.raster import depth_map
+        from realtime.refine.sfs import depth_normals
+
+        v = np.asarray(self.dense_vertices_mm if displaced else self.dense_smooth_mm, np.float64)
+        r = rasterize(
+            intrinsics.project(v), self.dense_triangles, intrinsics.height, intrinsics.width, depth=v[:, 2]
+        )
+        return depth_normals(depth_map(r, v[:, 2], self.dense_triangles).astype(np.float64), intrinsics)
+
 
 def bump_field(
     canonical_mm: np.ndarray, model: MorphableModel, rng: np.random.Generator, amplitude_mm: float = 0.6
@@ -208,5 +224,29 @@ def detail_correlation(
     a = highpass(normal_a, valid, sigma)[valid].ravel()
     b = highpass(normal_b, valid, sigma)[valid].ravel()
     if a.std() < 1e-12 or b.std() < 1e-12:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def normal_detail_correlation(
+    sample: DetailSample, depth: np.ndarray, mask: np.ndarray, intrinsics: Intrinsics, border_px: int = 6
+) -> float:
+    """Correlation of a recovered depth map's normal detail with the truth, in the crop ``intrinsics``.
+
+    Both are deviations from the *true* undisplaced surface, n(depth) - n(smooth) against
+    n(displaced) - n(smooth), all through the fine stage's own normal operator on the same pixels, over
+    ``mask`` shrunk by ``border_px``: a perfect reconstruction scores 1, the undetailed true shape 0.
+    """
+    from scipy.ndimage import binary_erosion
+
+    from realtime.refine.sfs import depth_normals
+
+    n_true = sample.depth_map_normals(intrinsics)
+    n_smooth = sample.depth_map_normals(intrinsics, displaced=False)
+    defined = (np.abs(n_true).sum(-1) > 0) & (np.abs(n_smooth).sum(-1) > 0)
+    m = binary_erosion(mask & defined, iterations=border_px)
+    a = (depth_normals(np.asarray(depth, np.float64), intrinsics) - n_smooth)[m].ravel()
+    b = (n_true - n_smooth)[m].ravel()
+    if a.size < 50 or a.std() < 1e-12 or b.std() < 1e-12:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])

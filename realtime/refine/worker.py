@@ -54,15 +54,25 @@ class JobResult:
 
 
 def _child_main(inbox: Any, outbox: Any, model_name: str, nice: int, idle_policy: bool,
-                log_level: int) -> None:
+                log_level: int, pin_cpu: bool = True) -> None:
     """Worker process: load the model once, then refine requests until a ``None`` arrives."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[worker]: %(message)s")
+    # Everything below is set before any library starts a thread: Linux applies nice, the scheduling
+    # policy and the CPU mask per thread, and threads inherit them from their creator.
     with contextlib.suppress(OSError):  # some platforms forbid it
         os.nice(nice)
     # Linux: SCHED_IDLE runs the worker only on CPU time nothing else wants (weaker than any nice level)
     if idle_policy and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    # one core only: the worker's caches and memory traffic then touch one of the live loop's cores, not all
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if pin_cpu and len(cpus) > 1:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {cpus[-1]})
+    import cv2
+
+    cv2.setNumThreads(1)  # resize/solvePnP in the job: cv2's own pool would ignore OMP_NUM_THREADS
     from realtime.correspondence import load_correspondence
     from realtime.errors import UserError
     from realtime.facemodel import load_face_model
@@ -100,9 +110,10 @@ class RefineWorker:
 
     def __init__(self, model_name: str = "ict-facekit", max_pending: int = 4, nice: int = 19,
                  max_results: int = 16, on_result: Callable[[JobResult], None] | None = None,
-                 start_timeout_s: float = 120.0, idle_policy: bool = True) -> None:
+                 start_timeout_s: float = 120.0, idle_policy: bool = True, pin_cpu: bool = True) -> None:
         """``idle_policy``: SCHED_IDLE on Linux. On a machine whose cores are always busy (a shared CI box)
-        an idle-class process never runs; pass False there (nice alone still yields to the live loop)."""
+        an idle-class process never runs; pass False there (nice alone still yields to the live loop).
+        ``pin_cpu``: keep the worker on the last CPU it may use (when there are several)."""
         self.max_pending = max_pending
         self._on_result = on_result
         ctx = mp.get_context("spawn")
@@ -110,7 +121,7 @@ class RefineWorker:
         self._outbox = ctx.Queue()
         self._proc = ctx.Process(target=_child_main, name="realtime-refine",
                                  args=(self._inbox, self._outbox, model_name, nice, idle_policy,
-                                       logging.getLogger("realtime").getEffectiveLevel()),
+                                       logging.getLogger("realtime").getEffectiveLevel(), pin_cpu),
                                  daemon=True)
         with _ENV_LOCK:  # a spawned child inherits os.environ as it is at start()
             saved = {k: os.environ.get(k) for k in _THREAD_ENV}
