@@ -39,6 +39,7 @@ import numpy as np
 from realtime.clinical.metrics import ClinicalAnalysis, MetricEvaluator, analyse_session
 from realtime.clinical.patient import (
     PatientSpec,
+    RenderedTruth,
     RenderSettings,
     compact_protocol_toml,
     patient_series,
@@ -144,7 +145,8 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
 
     settings = RenderSettings(fps=args.fps, distance_mm=args.distance, width=args.size, height=args.size,
                               head_motion_deg=args.head_motion)
-    intr = render_patient_video(model, truth_series, video, settings, progress=prog)
+    truth_log: list[RenderedTruth] = []
+    intr = render_patient_video(model, truth_series, video, settings, progress=prog, truth_log=truth_log)
     t_render = time.perf_counter() - t0
     collector = FitCollector(model)
     t0 = time.perf_counter()
@@ -188,7 +190,9 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
     for d in diag:
         pairs = ", ".join(f"{k} {v[0]:.2f}/{v[1]:.2f}" for k, v in d["weights"].items())
         print(f"  {d['exercise']:22s} {pairs}")
+    variants = measurement_variants(model, truth_series, folder, truth_log) if source == "recorded session" else {}
     result: dict[str, Any] = {"frames": truth_series.n_frames, "fps": args.fps, "source": source,
+                              "measurement_variants": variants,
                               "affected": meas.affected.side, "affected_statement": meas.affected.statement,
                               "regions": rows, "render_s": t_render, "pipeline_s": t_pipe,
                               "diagnostics": diag}
@@ -207,6 +211,139 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
             print(f"screenshot: {shot} (chromium exit {proc.returncode}, console messages: {len(console)})")
             result["screenshot"] = str(shot)
     return result
+
+
+# ------------------------------------------------------------------ what to measure: model mesh or landmarks
+VARIANT_QUANTITIES = (
+    # (name, exercises, MediaPipe landmark on the subject's left, on the right, same-side reference pair)
+    ("commissure (smile)", ("smile_closed", "smile_open"), 291, 61, (263, 33)),
+    ("commissure (pucker)", ("pucker",), 291, 61, (263, 33)),
+    ("commissure (ee)", ("ee",), 291, 61, (263, 33)),
+    ("brow (brow raise)", ("brow_raise",), 334, 105, (263, 33)),
+    ("cheek (cheek puff)", ("cheek_puff",), 425, 205, (263, 33)),
+)
+"""Landmark quantities compared across measurement methods. MediaPipe ids: 61/291 mouth corners, 105/334
+mid-brow, 205/425 cheek, 33/263 lateral canthi (the Nottingham system's lateral-canthus reference)."""
+
+
+def _lift(landmarks_px: np.ndarray, rotation: np.ndarray, translation: np.ndarray, depth: np.ndarray,
+          intr: Any) -> np.ndarray:
+    """MediaPipe pixels back-projected at the given per-landmark camera depth, into the head (model) frame."""
+    x = (landmarks_px[..., 0] - intr.cx) / intr.fx * depth
+    y = (landmarks_px[..., 1] - intr.cy) / intr.fy * depth
+    cam = np.stack([x, y, depth], axis=-1)
+    return np.einsum("fji,fpj->fpi", rotation, cam - translation[:, None, :])  # R^T (X - t)
+
+
+def _per_rep(values: np.ndarray, segs: list[tuple[str, int, np.ndarray]], exercises: tuple[str, ...],
+             valid: np.ndarray) -> float:
+    """The product's aggregation: 90th percentile over each hold, mean over repetitions."""
+    from realtime.clinical.metrics import PEAK_PERCENTILE
+
+    reps = [np.nanpercentile(values[r[valid[r]]], PEAK_PERCENTILE) for e, _, r in segs
+            if e in exercises and np.any(valid[r])]
+    return float(np.mean(reps)) if reps else float("nan")
+
+
+def measurement_variants(model: MorphableModel, truth_series: Any, folder: Path,
+                         truth_log: list[RenderedTruth]) -> dict[str, Any]:
+    """The same left/right quantities measured several ways on the recorded session, each against the same
+    quantity computed on the true mesh (MediaPipe landmark positions on it, via the correspondence table).
+
+    * fitted mesh: the fitted model (identity + expression) at the landmarks' surface points, model frame;
+    * MediaPipe, fitted pose: MediaPipe pixels back-projected at the fitted mesh's depth, into the fitted head
+      frame (the person's own rest as reference);
+    * MediaPipe, same-side distance: change of the 3D distance corner/brow/cheek - lateral canthus on the
+      same side (rigid-invariant, so head-pose errors cancel; Nottingham-system style); truth = the same
+      distance change on the true mesh;
+    * MediaPipe, true pose + depth (oracle): what MediaPipe's 2D points give when pose and depth are exact
+      (the ceiling of any MediaPipe-based measurement).
+    """
+    import json as _json
+
+    import pyarrow.parquet as pq
+
+    from realtime.camera import Intrinsics
+    from realtime.clinical.metrics import _segments
+    from realtime.clinical.sessions import _list_matrix, load_series
+    from realtime.correspondence import load_correspondence
+
+    corr = load_correspondence(model)
+    meas = load_series(folder, model)
+    table = pq.read_table(folder / "frames.parquet", columns=["rotation", "translation_mm"])
+    rot = _list_matrix(table.column("rotation"), 9).reshape(-1, 3, 3)
+    trans = _list_matrix(table.column("translation_mm"), 3)
+    cam = _json.loads((folder / "manifest.json").read_text())["camera"]["intrinsics"]
+    intr = Intrinsics(**cam)
+    n = min(truth_series.n_frames, meas.n_frames, len(truth_log))
+    segs = [(e, r, rows[rows < n]) for e, r, rows in _segments(truth_series)]
+    rest = np.concatenate([rows for e, _, rows in segs if e == "rest"])
+    valid = meas.valid[:n] & np.all(np.isfinite(rot[:n]), axis=(1, 2))
+
+    def corr_points(identity: np.ndarray | None, expression: np.ndarray) -> np.ndarray:
+        v = model.mean_mm[None].astype(np.float64) + np.tensordot(expression, model.expression_basis_mm, 1)
+        if identity is not None:
+            ident = np.asarray(identity, dtype=np.float64)
+            v = v + (np.tensordot(ident, model.identity_basis_mm, 1) if ident.ndim == 2 else
+                     np.tensordot(ident, model.identity_basis_mm, 1)[None])
+        return np.asarray(corr.points(v))
+
+    true_pts = corr_points(truth_series.session_identity(), truth_series.expression[:n])
+    ident = meas.identity[:n] if meas.identity is not None and meas.identity.ndim == 2 else meas.identity
+    fit_pts = corr_points(np.nan_to_num(ident) if ident is not None else None, meas.expression[:n])
+    fit_cam = np.einsum("fij,fpj->fpi", np.nan_to_num(rot[:n]), fit_pts) + np.nan_to_num(trans[:n])[:, None]
+    assert meas.landmarks is not None
+    lm = meas.landmarks[:n].astype(np.float64)
+    mp_fit = _lift(lm, np.nan_to_num(rot[:n]), np.nan_to_num(trans[:n]), fit_cam[..., 2], intr)
+    t_rot = np.stack([t.rotation for t in truth_log[:n]])
+    t_trans = np.stack([t.translation_mm for t in truth_log[:n]])
+    t_depth = np.stack([t.landmarks_cam_mm[:, 2] for t in truth_log[:n]])
+    mp_oracle = _lift(lm, t_rot, t_trans, t_depth, intr)
+    all_valid = np.ones(n, dtype=bool)
+
+    def displacement(pts: np.ndarray, k: int, ok: np.ndarray) -> np.ndarray:
+        ref = np.median(pts[rest[ok[rest]], k], axis=0)
+        return np.linalg.norm(pts[:, k] - ref, axis=-1)
+
+    def distance_change(pts: np.ndarray, k: int, ref_k: int, ok: np.ndarray) -> np.ndarray:
+        d = np.linalg.norm(pts[:, k] - pts[:, ref_k], axis=-1)
+        return np.abs(d - np.median(d[rest[ok[rest]]]))
+
+    methods = {"fitted mesh": (fit_pts, valid), "MediaPipe, fitted pose": (mp_fit, valid),
+               "MediaPipe, true pose (oracle)": (mp_oracle, valid)}
+    rows: list[dict[str, Any]] = []
+    for name, exercises, k_left, k_right, (ref_l, ref_r) in VARIANT_QUANTITIES:
+        tl = _per_rep(displacement(true_pts, k_left, all_valid), segs, exercises, all_valid)
+        tr = _per_rep(displacement(true_pts, k_right, all_valid), segs, exercises, all_valid)
+        row: dict[str, Any] = {"quantity": name, "truth_ratio": tr / tl}
+        for mname, (pts, ok) in methods.items():
+            ml = _per_rep(displacement(pts, k_left, ok), segs, exercises, ok)
+            mr = _per_rep(displacement(pts, k_right, ok), segs, exercises, ok)
+            row[mname] = mr / ml
+        dl = _per_rep(distance_change(true_pts, k_left, ref_l, all_valid), segs, exercises, all_valid)
+        dr = _per_rep(distance_change(true_pts, k_right, ref_r, all_valid), segs, exercises, all_valid)
+        row["distance_truth_ratio"] = dr / dl
+        ml = _per_rep(distance_change(mp_fit, k_left, ref_l, valid), segs, exercises, valid)
+        mr = _per_rep(distance_change(mp_fit, k_right, ref_r, valid), segs, exercises, valid)
+        row["MediaPipe, same-side distance"] = mr / ml
+        rows.append(row)
+    cols = [*methods, "MediaPipe, same-side distance"]
+    print("\nmeasurement variants: right/left ratio of the same quantity, measured vs true (error in brackets);"
+          "\n3D displacement from the rest pose of MediaPipe landmarks (truth: those points on the true mesh);"
+          "\nthe same-side distance column has its own truth (distance change to the lateral canthus)")
+    print(f"{'quantity':22s} {'truth':>6s} " + " ".join(f"{c:>30s}" for c in cols) + f" {'baseline 1.0':>13s}")
+    for r in rows:
+        cells = []
+        for c in cols:
+            truth_c = r["distance_truth_ratio"] if c.endswith("distance") else r["truth_ratio"]
+            cells.append(f"{r[c]:>21.2f} ({r[c] - truth_c:+.2f})")
+        print(f"{r['quantity']:22s} {r['truth_ratio']:6.2f} " + " ".join(f"{x:>30s}" for x in cells)
+              + f" {1.0 - r['truth_ratio']:+13.2f}")
+    errs = {c: float(np.mean([abs(r[c] - (r["distance_truth_ratio"] if c.endswith("distance") else
+                                          r["truth_ratio"])) for r in rows])) for c in cols}
+    base = float(np.mean([abs(1.0 - r["truth_ratio"]) for r in rows]))
+    print("mean |error|: " + ", ".join(f"{c} {v:.3f}" for c, v in errs.items()) + f"; baseline 1.0: {base:.3f}")
+    return {"rows": rows, "mean_abs_error": errs, "baseline_mean_abs_error": base}
 
 
 def wink_video_series(model: MorphableModel, video: Path) -> Any:

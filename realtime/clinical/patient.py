@@ -170,18 +170,33 @@ class RenderSettings:
     seed: int = 7
 
 
+@dataclass(frozen=True)
+class RenderedTruth:
+    """One rendered frame's ground truth beyond the expression weights."""
+
+    rotation: np.ndarray
+    """(3, 3) model -> camera."""
+    translation_mm: np.ndarray
+    landmarks_cam_mm: np.ndarray
+    """(478, 3) camera-space positions of the MediaPipe landmarks on the true mesh (and eyes)."""
+
+
 def render_patient_video(model: MorphableModel, series: SessionSeries, path: str | Path,
                          settings: RenderSettings = RenderSettings(),
-                         progress: Callable[[int, int], None] | None = None) -> Intrinsics:
+                         progress: Callable[[int, int], None] | None = None,
+                         truth_log: list[RenderedTruth] | None = None) -> Intrinsics:
     """Render the patient's frames with the synthetic generator (face + eyeball proxies) into a video.
 
     ``series`` must be sampled at ``settings.fps``. Returns the camera intrinsics used (a "calibrated"
-    camera for the fitter). H.264 when PyAV has it, else MPEG-4 part 2.
+    camera for the fitter). H.264 when PyAV has it, else MPEG-4 part 2. ``truth_log`` (optional) receives
+    each frame's true pose and MediaPipe-landmark positions (for benchmarks of the measurement itself).
     """
     import av
 
-    from realtime.synthetic import SyntheticGenerator
+    from realtime.correspondence import load_correspondence
+    from realtime.synthetic import SyntheticGenerator, true_landmarks
 
+    corr = load_correspondence(model) if truth_log is not None else None
     t = np.asarray(series.timestamp_s)
     ident = series.session_identity()
     identity = np.zeros(model.n_identity) if ident is None else ident
@@ -204,6 +219,9 @@ def render_patient_video(model: MorphableModel, series: SessionSeries, path: str
             sample = gen.sample(identity=identity, expression=series.expression[i], seed=s.seed, clean=True,
                                 yaw_deg=yaw, pitch_deg=pitch, roll_deg=0.0, distance_mm=s.distance_mm,
                                 intrinsics=intr, sh_coeffs=sh, albedo=albedo)
+            if truth_log is not None:
+                truth_log.append(RenderedTruth(sample.pose.rotation, sample.pose.translation_mm,
+                                               true_landmarks(sample, corr)))
             frame = av.VideoFrame.from_ndarray(sample.image, format="rgb24")
             for packet in stream.encode(frame):
                 box.mux(packet)
