@@ -254,7 +254,32 @@ def bench_export(image: Path, out_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- two-view
+REGIONS = ("forehead", "brow", "eye", "nose", "cheeks", "mouth", "jaw/chin")
+
+
+def face_region_labels(model: Any) -> np.ndarray:
+    """Label of each face-area vertex: the refinement's semantic regions, skin split at the brows and the
+    mouth into forehead / cheeks / jaw-chin (mean-shape heights)."""
+    from realtime.refine.medium import vertex_regions
+
+    fa = model.face_area_vertices
+    reg = vertex_regions(model)[:fa]
+    mean = model.mean_mm[:fa]
+    lm = model.mean_mm[model.landmarks68]
+    brow_y, mouth_y = lm[17:27, 1].mean(), lm[48:68, 1].mean()
+    names = {0: "cheeks", 1: "brow", 2: "eye", 3: "nose", 4: "mouth"}
+    lab = np.array([names[int(r)] for r in reg], dtype=object)
+    lab[(reg == 0) & (mean[:, 1] > brow_y)] = "forehead"
+    lab[(reg == 0) & (mean[:, 1] < mouth_y)] = "jaw/chin"
+    return lab
+
+
 def bench_twoview(n: int, seed: int) -> dict[str, Any]:
+    """Besides the real MediaPipe landmarks, each pair is fitted once more with *perfect* landmarks (the
+    model's own correspondence points of the true face, projected): that row separates what the joint
+    solve can do from what the landmark detector lets it do."""
+    import dataclasses
+
     from realtime.correspondence import load_correspondence
     from realtime.facemodel import load_face_model
     from realtime.landmarks import FaceMeshTracker
@@ -265,24 +290,35 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
     corr_tab = load_correspondence(model)
     fa = model.face_area_vertices
     zero = np.zeros(model.n_expressions)
+    labels = face_region_labels(model)
 
-    def err(identity: np.ndarray, truth: np.ndarray) -> float:
+    def aligned_error(identity: np.ndarray, truth: np.ndarray) -> np.ndarray:
         v = model.shape(identity, zero)[:fa].astype(np.float64)
         t = truth[:fa].astype(np.float64)
         vc, tc = v - v.mean(0), t - t.mean(0)
         u, _, wt = np.linalg.svd(vc.T @ tc)
         d = np.sign(np.linalg.det(u @ wt))
         r = (u @ np.diag([1.0, 1.0, d]) @ wt).T
-        return float(np.linalg.norm(vc @ r.T - tc, axis=1).mean())
+        return np.asarray(vc @ r.T - tc)
+
+    def err(identity: np.ndarray, truth: np.ndarray) -> float:
+        return float(np.linalg.norm(aligned_error(identity, truth), axis=1).mean())
+
+    def regions(identity: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        e = np.linalg.norm(aligned_error(identity, truth), axis=1)
+        return {r: float(e[labels == r].mean()) for r in REGIONS}
 
     rows = []
+    region_rows: dict[str, list[dict[str, float]]] = {"front": [], "side": [], "joint": [], "mean face": []}
     joint = JointFitter(model, corr_tab)
+    joint_exact = JointFitter(model, corr_tab, bias=False)  # the MediaPipe bias table would corrupt them
     with SyntheticGenerator(model, 512, 512, seed=seed) as gen, FaceMeshTracker(static=True) as tracker:
         for i in range(n):
             rng = np.random.default_rng(seed * 7919 + i)
             ident = rng.normal(0.0, 1.0, model.n_identity).astype(np.float32)
             yaws = (float(rng.uniform(-5, 5)), float(rng.choice([-1.0, 1.0]) * rng.uniform(40, 55)))
             views = []
+            perfect = []
             images = []
             for j, yaw in enumerate(yaws):
                 smp = gen.sample(
@@ -297,6 +333,9 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
                 if not tracks:
                     break
                 views.append(ViewInput(tracks[0], smp.intrinsics))
+                lm = np.asarray(tracks[0].landmarks_px, np.float32).copy()
+                lm[:, :2] = smp.intrinsics.project(corr_tab.points(np.asarray(smp.vertices_mm, np.float64)))
+                perfect.append(ViewInput(dataclasses.replace(tracks[0], landmarks_px=lm), smp.intrinsics))
                 images.append(smp.image)
             if len(views) < 2:
                 rows.append({"pair": i, "error": "no face found in a view"})
@@ -306,6 +345,8 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
             jf = joint.fit(views)
             dt = time.perf_counter() - t0
             singles = [err(np.asarray(f.identity), truth) for f in jf.single_fits]
+            jp = joint_exact.fit(perfect)
+            perfect_singles = [err(np.asarray(f.identity), truth) for f in jp.single_fits]
             # the paper's one-input scheme: the front view plus its reconstruction rendered turned by 30°
             rendered, _ = rotated_view(images[0], jf.single_fits[0], model, views[0].intrinsics)
             rtracks = tracker.track(rendered)
@@ -313,6 +354,9 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
             if rtracks:
                 rot = joint.fit([views[0], ViewInput(rtracks[0], views[0].intrinsics)])
                 rot_err = err(rot.identity, truth)
+            for name, idv in (("front", jf.single_fits[0].identity), ("side", jf.single_fits[1].identity),
+                              ("joint", jf.identity), ("mean face", np.zeros(model.n_identity))):
+                region_rows[name].append(regions(np.asarray(idv), truth))
             rows.append(
                 {
                     "pair": i,
@@ -323,16 +367,22 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
                     "joint_mm": err(jf.identity, truth),
                     "front_plus_rendered_30_mm": rot_err,
                     "mean_face_mm": err(np.zeros(model.n_identity), truth),
+                    "perfect_lm_best_single_mm": min(perfect_singles),
+                    "perfect_lm_joint_mm": err(jp.identity, truth),
                     "joint_s": dt,
                 }
             )
     ok = [r for r in rows if "error" not in r]
     summary = (
-        {k: statistics.mean(r[k] for r in ok) for k in ok[0] if k not in ("pair", "side_yaw")} if ok else {}
+        {k: float(np.nanmean([r[k] for r in ok])) for k in ok[0] if k not in ("pair", "side_yaw")} if ok else {}
     )
     if ok:
         summary["joint_vs_best_single_pct"] = 100.0 * (1.0 - summary["joint_mm"] / summary["best_single_mm"])
-    return {"pairs": rows, "mean": summary}
+        summary["perfect_lm_joint_vs_best_single_pct"] = 100.0 * (
+            1.0 - summary["perfect_lm_joint_mm"] / summary["perfect_lm_best_single_mm"])
+    per_region = {name: {r: statistics.mean(d[r] for d in lst) for r in REGIONS}
+                  for name, lst in region_rows.items() if lst}
+    return {"pairs": rows, "mean": summary, "regions_mm": per_region}
 
 
 # ---------------------------------------------------------------------------------------------- live
@@ -540,6 +590,14 @@ def main() -> int:
                     f"{m['front_plus_rendered_30_mm']:16.2f}   "
                     f"joint vs best single: {m['joint_vs_best_single_pct']:+.1f} %"
                 )
+                print(
+                    f"   perfect landmarks (model points of the true face projected): best single "
+                    f"{m['perfect_lm_best_single_mm']:.2f}, joint {m['perfect_lm_joint_mm']:.2f} mm "
+                    f"({m['perfect_lm_joint_vs_best_single_pct']:+.1f} %)"
+                )
+                print("   per region (mm): " + " ".join(f"{r:>9}" for r in REGIONS))
+                for name, reg in res["twoview"]["regions_mm"].items():
+                    print(f"   {name:>15} " + " ".join(f"{reg[r]:9.2f}" for r in REGIONS))
     if "live" in sections:
         video = str(shared_dir() / "data" / "videos" / "talking_720p.mp4")
         photo = load_rgb(images[-1]) if images else np.zeros((480, 640, 3), np.uint8)
