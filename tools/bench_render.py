@@ -97,15 +97,17 @@ def bench_render(results: list[Any], model: Any, intrinsics_for_size: Any,
                 compose_views(renderer, r.frame.image, r.faces[0].fit.vertices_mm, display, intr, style, lm,
                               out=out)
 
+            # The parts as compose_views draws them: simplified meshes shaded with the full ones' normals.
             def overlay(r: Any, renderer: OffscreenRenderer = renderer) -> None:
-                renderer.render(r.faces[0].fit.vertices_mm, display.overlay_triangles, intr, "lit",
+                renderer.render(r.faces[0].fit.vertices_mm, display.overlay_simplified, intr, "lit",
                                 background=r.frame.image, opacity=style.overlay_opacity,
-                                specular=style.specular, points_px=r.faces[0].track.landmarks_px, out=out)
+                                specular=style.specular, points_px=r.faces[0].track.landmarks_px,
+                                normal_triangles=display.view_triangles, out=out)
 
             def orbit(r: Any, renderer: OffscreenRenderer = renderer) -> None:
                 v = r.faces[0].fit.vertices_mm
                 side = round(style.inset_fraction * h)
-                renderer.render(v, display.view_triangles,
+                renderer.render(v, display.view_simplified, normal_triangles=display.view_triangles,
                                 **orbit_view_params(v, (w - side, h - side, side, side), style), out=out)
 
             msaa = f"{samples}x MSAA" if samples else "no MSAA"
