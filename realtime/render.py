@@ -299,7 +299,7 @@ class _Topology:
         self.used_rows = np.empty((3, self.used.size), dtype=np.float32)
         self.used_view_rows = np.empty((3, self.used.size), dtype=np.float32)
         self.covers: dict[int, bool] = {}
-        """id(other topology) -> whether all its triangles are among these."""
+        """id(other topology) -> whether all the vertices it uses are among these (see ``_covers``)."""
         self.hidden: np.ndarray | None = None
         self.hidden_buf = ctx.buffer(np.zeros((self.flat.size, 3), dtype=np.float32))
 
@@ -534,8 +534,10 @@ class OffscreenRenderer:
         (H, W, 3) uint8 picture of the renderer's size: ``over`` composites a ``transparent=True`` draw over
         what ``out`` shows there, else the pixels replace it.
 
-        With :meth:`draw`, :meth:`flush` and this, a caller draws several views (into disjoint boxes) before
-        reading any back, so the rasteriser's work on one overlaps the CPU's on the next.
+        With :meth:`draw`, :meth:`flush` and this, a caller draws several views before reading any back, so
+        the rasteriser's work on one overlaps the CPU's on the next. The views share one picture: where a
+        later view's box overlaps an earlier one, the earlier read-back shows the later view there (the
+        caller paints that area afterwards, as ``compose_views`` does, or keeps the boxes apart).
         """
         if out.shape != (self.height, self.width, 3) or out.dtype != np.uint8:
             raise BadInputError(f"out must be a ({self.height}, {self.width}, 3) uint8 array")
