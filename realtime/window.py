@@ -69,7 +69,7 @@ class LiveWindow:
             intrinsics_for_size = getattr(resolver, "for_size", None)
         self.model = model
         self.intrinsics_for_size = intrinsics_for_size or (lambda w, h: Intrinsics.from_fov(w, h))
-        self.display = MeshDisplay.from_model(model, simplify=False) if model is not None else None
+        self.display = MeshDisplay.from_model(model) if model is not None else None
         self.style = style or ViewStyle()
         self.fps = fps
         self.paused = False
@@ -291,8 +291,15 @@ class LiveWindow:
             self._cam = OffscreenRenderer(fw, fh, ctx=self.ctx, samples=None)
         scalars = self._asymmetry(fit) if self.style.mode == "heatmap" else None
         mode = self.style.mode if (self.style.mode != "heatmap" or scalars is not None) else "lit"
+        # As in the headless video (compose_views): the simplified mask unless the wireframe shows the
+        # triangulation, shaded with the face area's full normals, drawn alone (premultiplied RGBA) and
+        # blended over the frame texture in _present.
+        small = self.display.overlay_simplified
+        overlay_tris = small if small is not None and not self.style.wireframe and mode != "wireframe" \
+            else self.display.overlay_triangles
         self._overlay_box = self._cam.draw(
-            fit.vertices_mm, self.display.overlay_triangles, intr, mode, crop=True, background=image,
+            fit.vertices_mm, overlay_tris, intr, mode, crop=True, transparent=True,
+            normal_triangles=self.display.view_triangles,
             texture_image=image if mode == "textured" else None, scalars=scalars,
             scalar_range=ASYMMETRY_RANGE_MM, opacity=self.style.overlay_opacity,
             wireframe_overlay=self.style.wireframe, specular=self.style.specular,
@@ -349,14 +356,19 @@ class LiveWindow:
         if self._frame_tex is not None:
             self._blit(self._frame_tex, camera, (0.0, 0.0, 1.0, 1.0))
             if self._overlay_box is not None and self._cam is not None:
-                # The overlay patch: the renderer's texture holds the frame + mesh inside this box only.
+                # The overlay patch: the renderer's texture holds the mesh alone (premultiplied RGBA) inside
+                # this box only, blended over the frame. The texture coordinates stay half a texel inside
+                # the box: its outermost texels are transparent padding, those outside it are stale.
                 bx, by, bw, bh = self._overlay_box
                 fw, fh = self._cam.width, self._cam.height
                 sx, sy = camera[2] / fw, camera[3] / fh
                 screen = (camera[0] + round(bx * sx), camera[1] + round((fh - by - bh) * sy),
                           max(1, round(bw * sx)), max(1, round(bh * sy)))
-                uv = (bx / fw, by / fh, (bx + bw) / fw, (by + bh) / fh)
+                uv = ((bx + 0.5) / fw, (by + 0.5) / fh, (bx + bw - 0.5) / fw, (by + bh - 0.5) / fh)
+                ctx.enable(moderngl.BLEND)
+                ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
                 self._blit(self._cam.color_texture, screen, uv)
+                ctx.disable(moderngl.BLEND)
         if self._orbit is not None and self.displayed is not None:
             self._blit(self._orbit.color_texture, panel, (0.0, 0.0, 1.0, 1.0))
         else:
