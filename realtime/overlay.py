@@ -110,9 +110,14 @@ def simplified_triangles(triangles: np.ndarray, vertices_mm: np.ndarray,
         log.warning("fast-simplification is not installed: the video views draw the full meshes")
         return None
     tris = np.asarray(triangles, dtype=np.int64)
-    _, _, collapses = fast_simplification.simplify(
-        np.asarray(vertices_mm, dtype=np.float64), tris, target_reduction=1.0 - keep, return_collapses=True,
-        preserve_border=True)
+    try:
+        _, _, collapses = fast_simplification.simplify(
+            np.asarray(vertices_mm, dtype=np.float64), tris, target_reduction=1.0 - keep,
+            return_collapses=True, preserve_border=True)
+    except Exception as exc:  # (a mesh the simplifier cannot take: draw it as it is)
+        log.warning("mesh simplification failed (%s): the video views draw the full meshes", exc)
+        return None
+    collapses = np.asarray(collapses, dtype=np.int64).reshape(-1, 2)
     # collapses[i] = (kept, removed): follow each removed vertex to the one that finally stands for it.
     rep = np.arange(vertices_mm.shape[0])
     if len(collapses):
@@ -125,6 +130,8 @@ def simplified_triangles(triangles: np.ndarray, vertices_mm: np.ndarray,
     t = rep[tris]
     t = t[(t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 0] != t[:, 2])]
     _, first = np.unique(np.sort(t, axis=1), axis=0, return_index=True)
+    if len(first) == 0:
+        return None
     return np.ascontiguousarray(t[np.sort(first)], dtype=np.int32)
 
 
