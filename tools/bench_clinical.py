@@ -257,7 +257,9 @@ def measurement_variants(model: MorphableModel, truth_series: Any, folder: Path,
       same side (rigid-invariant, so head-pose errors cancel; Nottingham-system style); truth = the same
       distance change on the true mesh;
     * MediaPipe, true pose + depth (oracle): what MediaPipe's 2D points give when pose and depth are exact
-      (the ceiling of any MediaPipe-based measurement).
+      (the ceiling of any MediaPipe-based measurement);
+    * the oracle with one of the two taken from the fit (the depth motion of the expression, or the head
+      pose's change from rest), to show which of them costs the fitted variant its accuracy.
     """
     import json as _json
 
@@ -280,13 +282,19 @@ def measurement_variants(model: MorphableModel, truth_series: Any, folder: Path,
     rest = np.concatenate([rows for e, _, rows in segs if e == "rest"])
     valid = meas.valid[:n] & np.all(np.isfinite(rot[:n]), axis=(1, 2))
 
+    # Only the vertices of the landmarks' triangles are evaluated (a few hundred, not the whole mesh).
+    used, inverse = np.unique(corr.vertex_ids, return_inverse=True)
+    local_ids = inverse.reshape(corr.vertex_ids.shape)
+    mean_u = model.mean_mm[used].astype(np.float64)
+    exp_u = model.expression_basis_mm[:, used].astype(np.float64)
+    id_u = model.identity_basis_mm[:, used].astype(np.float64)
+
     def corr_points(identity: np.ndarray | None, expression: np.ndarray) -> np.ndarray:
-        v = model.mean_mm[None].astype(np.float64) + np.tensordot(expression, model.expression_basis_mm, 1)
+        v = mean_u[None] + np.tensordot(np.atleast_2d(expression), exp_u, 1)
         if identity is not None:
             ident = np.asarray(identity, dtype=np.float64)
-            v = v + (np.tensordot(ident, model.identity_basis_mm, 1) if ident.ndim == 2 else
-                     np.tensordot(ident, model.identity_basis_mm, 1)[None])
-        return np.asarray(corr.points(v))
+            v = v + (np.tensordot(ident, id_u, 1) if ident.ndim == 2 else np.tensordot(ident, id_u, 1)[None])
+        return (v[:, local_ids] * corr.barycentric[None, :, :, None]).sum(axis=-2)
 
     true_pts = corr_points(truth_series.session_identity(), truth_series.expression[:n])
     ident = meas.identity[:n] if meas.identity is not None and meas.identity.ndim == 2 else meas.identity
@@ -299,6 +307,27 @@ def measurement_variants(model: MorphableModel, truth_series: Any, folder: Path,
     t_trans = np.stack([t.translation_mm for t in truth_log[:n]])
     t_depth = np.stack([t.landmarks_cam_mm[:, 2] for t in truth_log[:n]])
     mp_oracle = _lift(lm, t_rot, t_trans, t_depth, intr)
+    # Where the fitted variant loses against the oracle: (a) true pose, but the depth of the expression
+    # motion from the fit (true neutral face at the true pose + the fitted mesh's depth change from its own
+    # neutral face); (b) true depth, but the fitted pose's change from its error at rest applied to the
+    # true pose (model-side error E = R_true^T R_fit, relative to its rest median).
+    rest_expr = np.median(meas.expression[rest[valid[rest]]], axis=0)
+    fit_neutral = corr_points(np.nan_to_num(ident) if ident is not None else None,
+                              np.repeat(rest_expr[None], n, axis=0))
+    fit_neutral_z = (np.einsum("fij,fpj->fpi", np.nan_to_num(rot[:n]), fit_neutral)
+                     + np.nan_to_num(trans[:n])[:, None])[..., 2]
+    true_neutral = corr_points(truth_series.session_identity(), np.zeros((1, model.n_expressions)))[0]
+    true_neutral_z = (np.einsum("fij,pj->fpi", t_rot, true_neutral) + t_trans[:, None])[..., 2]
+    mp_fit_depth = _lift(lm, t_rot, t_trans, true_neutral_z + (fit_cam[..., 2] - fit_neutral_z), intr)
+    from scipy.spatial.transform import Rotation
+
+    err_r = np.einsum("fji,fjk->fik", t_rot, np.nan_to_num(rot[:n]))
+    err_t = np.einsum("fji,fj->fi", t_rot, np.nan_to_num(trans[:n]) - t_trans)
+    ok_rest = rest[valid[rest]]
+    err_r0 = Rotation.from_matrix(err_r[ok_rest]).mean().as_matrix()
+    hyb_r = np.einsum("fij,fjk,lk->fil", t_rot, err_r, err_r0)
+    hyb_t = t_trans + np.einsum("fij,fj->fi", t_rot, err_t - np.median(err_t[ok_rest], axis=0))
+    mp_fit_pose = _lift(lm, hyb_r, hyb_t, t_depth, intr)
     all_valid = np.ones(n, dtype=bool)
 
     def displacement(pts: np.ndarray, k: int, ok: np.ndarray) -> np.ndarray:
@@ -310,7 +339,9 @@ def measurement_variants(model: MorphableModel, truth_series: Any, folder: Path,
         return np.abs(d - np.median(d[rest[ok[rest]]]))
 
     methods = {"fitted mesh": (fit_pts, valid), "MediaPipe, fitted pose": (mp_fit, valid),
-               "MediaPipe, true pose (oracle)": (mp_oracle, valid)}
+               "MediaPipe, true pose (oracle)": (mp_oracle, valid),
+               "oracle but fitted depth motion": (mp_fit_depth, valid),
+               "oracle but fitted pose change": (mp_fit_pose, valid)}
     rows: list[dict[str, Any]] = []
     for name, exercises, k_left, k_right, (ref_l, ref_r) in VARIANT_QUANTITIES:
         tl = _per_rep(displacement(true_pts, k_left, all_valid), segs, exercises, all_valid)
