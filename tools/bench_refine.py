@@ -501,7 +501,7 @@ def main() -> int:
     ap.add_argument("--lights", default="studio,key45", help="detail section: lighting set-ups")
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--live-frames", type=int, default=150)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-refine"), help="where the export goes")
     ap.add_argument("--json", action="store_true")
