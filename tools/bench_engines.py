@@ -94,14 +94,20 @@ def latency(name: str, path: Path, reps: int, image: np.ndarray, track: object) 
         }
 
 
-def synthetic_table(engines: list[str], n: int, seed: int, size: int) -> dict[str, object]:
+def synthetic_table(files: dict[str, Path], n: int, seed: int, size: int) -> dict[str, object]:
     from realtime.engines.fusion import FusionPolicy, load_policy, policy_path
-    from realtime.engines.regressors import engine_path
     from realtime.facemodel import load_face_model
-    from realtime.training.fusion_calib import Case, ShapeError, collect_cases, fused, yaw_table
+    from realtime.training.fusion_calib import (
+        Case,
+        ShapeError,
+        collect_cases,
+        fused,
+        paired_difference,
+        yaw_table,
+    )
 
     model = load_face_model()
-    files = {e: engine_path(e) for e in engines}
+    engines = list(files)
     policies: dict[str, FusionPolicy | None] = {e: load_policy(p) for e, p in files.items()}
     # The no-network baseline policy (fit blended towards the mean face), calibrated on the same set.
     base: FusionPolicy | None = None
@@ -151,9 +157,17 @@ def synthetic_table(engines: list[str], n: int, seed: int, size: int) -> dict[st
     err = ShapeError(model)
     table = yaw_table(cases, columns, err)
     over = yaw_table(cases, columns, err, bins=((45, 75),))[0]
+    # Paired comparisons on the |yaw| >= 45 renders: each engine's fused fit against fit-only and against
+    # the no-network fusion (bootstrap interval of the mean difference).
+    profile = [c for c in cases if abs(c.yaw_deg) >= PROFILE_DEG]
+    paired: dict[str, object] = {}
+    for e in engines:
+        paired[f"{e}~fit - fit"] = paired_difference(profile, columns[f"{e}~fit"], fit_only, err)
+        paired[f"{e}~fit - fit~mean"] = paired_difference(profile, columns[f"{e}~fit"], fit_to_mean, err)
     return {
         "bins": table,
         "over_45": over,
+        "paired_over_45": paired,
         "columns": list(columns),
         "policies": {e: (None if p is None else p.__dict__) for e, p in policies.items()},
         "mean_face_policy": None if base is None else base.__dict__,
@@ -170,13 +184,13 @@ def read_pts(path: Path) -> np.ndarray:
     return np.asarray(pts) - 1.0  # 1-based ibug coordinates
 
 
-def photo_nme(engines: list[str]) -> list[dict[str, object]]:
+def photo_nme(files: dict[str, Path]) -> list[dict[str, object]]:
     import cv2
 
     from realtime.camera import Intrinsics
     from realtime.correspondence import load_correspondence
     from realtime.engines.fusion import fuse_fit, load_policy
-    from realtime.engines.regressors import Regressor, engine_path
+    from realtime.engines.regressors import Regressor
     from realtime.facemodel import load_face_model
     from realtime.fitting import FaceFitter, FitOptions, MeshBuilder
     from realtime.landmarks import FaceMeshTracker
@@ -206,13 +220,13 @@ def photo_nme(engines: list[str]) -> list[dict[str, object]]:
                 row["fit_nme"] = round(
                     100 * float(np.linalg.norm(fit.landmarks68_px - gt, axis=1).mean() / d), 2
                 )
-                for e in engines:
-                    with Regressor(e, path=engine_path(e), prefer="cpu", threads=THREADS[e]) as reg:
+                for e, path in files.items():
+                    with Regressor(e, path=path, prefer="cpu", threads=THREADS[e]) as reg:
                         est = reg.predict(img, track, intr)
                     v = model.shape(est.identity, est.expression)[model.landmarks68]
                     lm = intr.project(v @ est.rotation.T + est.translation_mm)
                     row[f"{e}_nme"] = round(100 * float(np.linalg.norm(lm - gt, axis=1).mean() / d), 2)
-                    policy = load_policy(engine_path(e))
+                    policy = load_policy(path)
                     if policy is not None:
                         fz = fuse_fit(fit, est, policy, mesher, intr, mesh=False)
                         row[f"{e}~fit_nme"] = round(
@@ -225,6 +239,9 @@ def photo_nme(engines: list[str]) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", nargs="+", default=["mobile-facernet", "deep3d"])
+    ap.add_argument("--engine-file", action="append", default=[], metavar="NAME=PATH",
+                    help="evaluate this file for engine NAME instead of the installed one (its calibration, "
+                    "if any, is PATH with the suffix .fusion.json)")
     ap.add_argument("--n", type=int, default=100, help="held-out synthetic renders (stratified by yaw)")
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--size", type=int, default=512)
@@ -252,13 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     with FaceMeshTracker(static=True) as tracker:
         track = tracker.track(photo)[0]
+    files = {e: engine_path(e) for e in args.engines}
+    for spec in args.engine_file:
+        name, _, path_s = spec.partition("=")
+        files[name] = Path(path_s)
     engines = {}
-    for e in args.engines:
-        path = engine_path(e)
+    for e, path in files.items():
         engines[e] = {**model_stats(e, path), **latency(e, path, args.reps, photo, track), "onnx": str(path)}
     report["engines"] = engines
-    report["synthetic"] = synthetic_table(args.engines, args.n, args.seed, args.size)
-    report["photos"] = photo_nme(args.engines)
+    report["synthetic"] = synthetic_table(files, args.n, args.seed, args.size)
+    report["photos"] = photo_nme(files)
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=1))
     if args.json:
@@ -284,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     names = ["mean face", "fit", "fit|meanid", "fit~mean"]
     cols = ["mean_face", "fit", "fit|meanid", "fit~mean"]
-    for e in args.engines:
+    for e in files:
         short = "mfr" if e == "mobile-facernet" else "d3d"
         names += [short, f"{short}+fit", f"{short}~fit"]
         cols += [e, f"{e}+fit", f"{e}~fit"]
@@ -299,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     print("  identity/expression by its calibrated policy (engines/<e>.fusion.json):")
     for e, pol in syn["policies"].items():
         print(f"  {e}: {pol if pol is not None else 'no calibration for this engine file: not fused'}")
+    print("paired shape-error differences at |yaw| >= 45 (mm; negative = first is better; bootstrap 95 %):")
+    for k, v in syn["paired_over_45"].items():
+        if v:
+            print(f"  {k:32} {v['mean_mm']:+.3f}  [{v['ci95_mm'][0]:+.3f}, {v['ci95_mm'][1]:+.3f}]  "
+                  f"first better on {v['a_better']}/{v['n']}")
     print("\n68-landmark NME (%) on the annotated photos")
     for r in report["photos"]:  # type: ignore[attr-defined]
         print("  " + "  ".join(f"{k}={v}" for k, v in r.items()))

@@ -226,3 +226,28 @@ def yaw_table(
             row[f"{name}_deg"] = round(float(np.mean(deg)), 2) if deg else None
         table.append(row)
     return table
+
+
+def paired_difference(
+    cases: list[Case], a: object, b: object, err: ShapeError, seed: int = 0, boots: int = 2000
+) -> dict[str, object] | None:
+    """Shape error of column ``a`` minus column ``b`` on the cases both have (negative: ``a`` is better):
+    mean, bootstrap 95 % interval over cases, and how often ``a`` wins."""
+    d = []
+    for c in cases:
+        oa, ob = a(c), b(c)  # type: ignore[operator]
+        if oa is None or ob is None:
+            continue
+        d.append(err(c, oa[0], oa[1]) - err(c, ob[0], ob[1]))
+    if not d:
+        return None
+    diff = np.asarray(d)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(boots, diff.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {
+        "n": int(diff.size),
+        "mean_mm": round(float(diff.mean()), 3),
+        "ci95_mm": [round(float(lo), 3), round(float(hi), 3)],
+        "a_better": int((diff < 0).sum()),
+    }

@@ -130,6 +130,11 @@ def main(
         net, cfg = load_network(checkpoint)
         state = torch.load(checkpoint, weights_only=False, map_location="cpu")
         result = TrainResult(history=[], val=Metrics(**state["metrics"]), steps=0, seconds=0.0, samples=0)
+        trained = checkpoint.with_suffix(".json")   # the training run's report: keep its summary
+        if trained.is_file():
+            run = json.loads(trained.read_text())
+            result.steps, result.seconds = int(run["steps"]), float(run["seconds"])
+            result.samples = int(run["train_samples"])
     else:
         result = train(cfg, model, folders, checkpoint)
         net, _ = load_network(checkpoint)
