@@ -167,6 +167,17 @@ def _block_stats(samples: list[tuple[float, bool, float, float, int]], settle_t:
     return out
 
 
+def _drop_times(sessions: list[Any]) -> list[float]:
+    """Session time of every frame the video writer dropped (``video_written`` false in the table): at a
+    session's start (encoder process still starting) or later (encoder starved of CPU)."""
+    out: list[float] = []
+    for s in sessions:
+        written = s.frames.column("video_written").to_pylist()
+        times = s.frames.column("session_time_s").to_pylist()
+        out += [round(float(t), 2) for w, t in zip(written, times, strict=True) if not w]
+    return out
+
+
 def _paired_overheads(blocks: list[dict[str, Any]], key: str) -> list[float]:
     """Each recording block against the mean of the non-recording blocks just before and after it (drift in
     the machine's load between blocks cancels to first order)."""
@@ -274,6 +285,7 @@ def interleaved(video: str, seconds: float, period: float, settle: float, tmp: P
         "encoder_cpu_ms_per_frame": 1000.0 * child_cpu / max(1, written),
         "video_frames_written": written,
         "video_frames_dropped_by_writer": sum(s.manifest["video"]["frames_dropped"] for s in sessions),
+        "writer_drop_session_times_s": _drop_times(sessions),
         "table_rows": sum(s.num_frames for s in sessions),
         "frames_recorded": sum(r.status().frames for r in controller.sessions),
         "load_average_1min_samples": loads,
@@ -330,7 +342,8 @@ def main() -> int:
               f"encoder process CPU: {res['encoder_cpu_ms_per_frame']:.1f} ms per frame (beside the pipeline)")
         print(f"{res['sessions']} sessions: {res['frames_recorded']} frames recorded, "
               f"{res['table_rows']} table rows, {res['video_frames_written']} video frames written, "
-              f"{res['video_frames_dropped_by_writer']} dropped by the writer (target 0); "
+              f"{res['video_frames_dropped_by_writer']} dropped by the writer (target 0; at session times "
+              f"{res['writer_drop_session_times_s'][:10]} s); "
               f"{res['handoff_dropped']} frames dropped by the live hand-off (processing slower than 30 FPS)")
         ld = res["load_average_1min_samples"]
         print(f"machine: {os.cpu_count()} CPUs, 1-min load average {ld[0]:.1f} at the start, "

@@ -200,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fragment-us", type=int, default=250_000)
     ap.add_argument("--nice", type=int, default=10, help="scheduling niceness increment (default 10)")
     args = ap.parse_args(argv)
+    # Import the heavy modules before lowering our priority: a niced start-up on a loaded machine can take
+    # seconds, while the first frames of the recording wait in the slots (and beyond them, are dropped).
+    import av  # noqa: F401
+    import cv2  # noqa: F401
+
     if args.nice:
         # Below the live pipeline: the slots in front of us absorb bursts; the live view must not stutter.
         with contextlib.suppress(OSError):
