@@ -28,7 +28,9 @@ def test_refine_cli_exports_all_files(refined_dir: Path) -> None:
     assert meta["timings_ms"]["refine.sfs"] > 0
     assert 0.3 < meta["texture_coverage"] <= 1.0
     pe = meta["parameters"]["photometric_error_grey"]
-    assert pe["refined"] < 0.8 * pe["coarse"]   # the refined geometry explains the shading better
+    # the refined geometry explains the shading better (-20 % here; it was -39 % while the depth still
+    # carved the dark brow hair in as grooves, see the test below)
+    assert pe["refined"] < 0.9 * pe["coarse"]
 
 
 @pytest.mark.slow
@@ -49,6 +51,11 @@ def test_exported_meshes_open_and_render(refined_dir: Path) -> None:
     diff = np.linalg.norm(ply.vertices - coarse.vertices, axis=1)
     assert np.percentile(diff, 75) > 0.1       # the face moved (medium stage + detail) ...
     assert np.percentile(diff, 99) < 6.0       # ... by mm, not by a broken transform
+    from realtime.facemodel import load_face_model
+    from realtime.refine.medium import vertex_regions
+
+    brows = vertex_regions(load_face_model())[: len(diff)] == 1
+    assert diff[brows].mean() < 1.5, diff[brows].mean()   # brow hair is albedo, not 3-4 mm grooves
     pic = render_preview([(coarse.vertices, coarse.faces), (ply.vertices, ply.faces)], refined_dir / "p.png",
                          size=128)
     assert pic.shape == (128, 256, 3)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.ndimage import binary_dilation, distance_transform_edt, gaussian_filter
 from scipy.sparse.linalg import cg, spsolve
 
 from realtime.camera import Intrinsics
@@ -121,6 +121,10 @@ class SfsOptions:
     """Intensity unit of ΔI in Eq. 9 (same caveat). 255 (8-bit units) lets the gradient term carve the
     shading into the depth out of phase (detail correlation < 0 on the synthetic test); 3-6 keep it a mild
     prior toward "dark is deep"."""
+    sh_band2_ridge: float = 1e-2
+    """Per-pixel ridge on the band-2 lighting coefficients (``fit_sh``). Measured (tools/bench_refine.py
+    and the fine stage on the true coarse face): 1e-4 (off) 0.37, 1e-2 0.43 wrinkle correlation under the
+    studio light."""
     half_pixel_target: bool = False
     """Shade each forward-difference normal against the image at its own position (+0.5 px, the 2x2 block
     mean) in the depth phases, and average the refined normals back onto the pixel centres. Off by default:
@@ -128,6 +132,13 @@ class SfsOptions:
     5-10 points of photometric error reduction on the real photos (the 2x2 averages blur the shading)."""
     region_photo_weight: tuple[float, ...] = (1.0, 0.3, 0.1, 1.0, 0.3)
     """Photometric weight per region (skin, brow, eye, nose, mouth): hair and eyeballs break Lambert."""
+    detail_regions: tuple[bool, ...] = (True, True, False, True, True)
+    """Regions (skin, brow, eye, nose, mouth) that keep their depth detail."""
+    brow_hair_ratio: float = 0.5
+    """Brow-region pixels whose shading-free luminance is below this fraction of the skin's median are hair
+    and get no depth detail. Measured on takeo.jpg without it: the depth carved the brow hair 4.2 mm deep
+    on average (the geometry explained the hair's colour), 0.7 mm with it. Higher values (0.75) also take
+    shading errors of a wrong coarse shape for hair on the synthetic renders."""
 
 
 @dataclass(slots=True)
@@ -172,17 +183,23 @@ def _centre_normals(normals: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid[..., None] & (norm > 1e-9), acc / np.maximum(norm, 1e-9), normals)
 
 
-def fit_sh(image: np.ndarray, albedo: np.ndarray, normals: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Per-channel weighted least squares for 9 SH coefficients: ``I_c ≈ γ_c · Y(n) r_c`` -> (9, 3)."""
+def fit_sh(image: np.ndarray, albedo: np.ndarray, normals: np.ndarray, weight: np.ndarray,
+           band2_ridge: float = 1e-4) -> np.ndarray:
+    """Per-channel weighted least squares for 9 SH coefficients: ``I_c ≈ γ_c · Y(n) r_c`` -> (9, 3).
+
+    Ridge (per pixel) 1e-4 on bands 0-1 and ``band2_ridge`` on band 2: a face's normals cover one
+    hemisphere around the view direction, where the band-2 terms yz and xz are nearly y and x again, so
+    without a prior the fit trades them against each other (the shading fits, the light's direction does
+    not)."""
     m = weight > 0
     y = sh_basis(normals[m])
     sw = np.sqrt(weight[m])[:, None]
     out = np.zeros((9, 3))
+    ridge = np.diag([1e-4] * 4 + [band2_ridge] * 5)
     for c in range(3):
         a = y * albedo[m, c][:, None] * sw
         b = image[m, c] * sw[:, 0]
-        # tiny ridge: faces see the light from one hemisphere only, so band-2 terms are poorly constrained
-        out[:, c] = np.linalg.solve(a.T @ a + 1e-4 * len(b) * np.eye(9), a.T @ b)
+        out[:, c] = np.linalg.solve(a.T @ a + len(b) * ridge, a.T @ b)
     return out
 
 
@@ -347,7 +364,7 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     n0_img = grid.scatter(n0)
     skin_w = photo_w * (regions == 0)
     mean_albedo = np.full((h, w, 3), 0.6)
-    sh0 = fit_sh(image, mean_albedo, n0_img, skin_w)
+    sh0 = fit_sh(image, mean_albedo, n0_img, skin_w, opts.sh_band2_ridge)
     shading0 = sh_basis(n0_img) @ sh0  # (H, W, 3), includes the albedo scale 0.6
     shading0 = np.maximum(shading0 / 0.6, 1e-3)
     # per-region average colour (skin-colour prior γ_avg)
@@ -356,6 +373,17 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     for r in np.unique(regions[var]):
         sel = var & (regions == r)
         prior_img[sel] = np.median(ratio[sel], axis=0)
+    # brow hair: pixels of the brow region whose shading-free colour is much darker than the skin's. It is
+    # albedo, but the depth would carve it in as a 3-4 mm groove (measured on takeo.jpg), so no detail there
+    ratio_lum = _luminance(ratio)
+    skin = var & (regions == 0)
+    skin_lum = float(np.median(ratio_lum[skin])) if skin.any() else 0.0
+    hair = var & (regions == 1) & (ratio_lum < opts.brow_hair_ratio * skin_lum)
+    hair = binary_dilation(hair, iterations=2) & var
+    log.debug("brow hair pixels: %d of %d brow pixels; brow/skin luminance percentiles 10/25/50: %s",
+              int(hair.sum()), int((var & (regions == 1)).sum()),
+              np.round(np.percentile(ratio_lum[var & (regions == 1)] / max(skin_lum, 1e-6), [10, 25, 50]), 2)
+              if (var & (regions == 1)).any() else "-")
     prior = np.clip(prior_img[yy, xx], 0.02, 1.5)
     timings["lighting"] = (time.perf_counter() - t0) * 1e3
 
@@ -364,7 +392,7 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     zero_spec = np.zeros((h, w))
     g = optimise_albedo(image, shading0, zero_spec, prior, photo_w, grid, opts)
     albedo_img = grid.scatter(g, 0.0)
-    sh = fit_sh(image, np.maximum(albedo_img, 1e-3), n0_img, photo_w)
+    sh = fit_sh(image, np.maximum(albedo_img, 1e-3), n0_img, photo_w, opts.sh_band2_ridge)
     shading = np.maximum(sh_basis(n0_img) @ sh, 1e-3)
     g = optimise_albedo(image, shading, zero_spec, prior, photo_w, grid, opts, iterations=1, init=g)
     albedo0 = grid.scatter(g)
@@ -438,9 +466,11 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
                 x = x + np.clip(step, -opts.max_step_mm, opts.max_step_mm)
         log.debug("sfs phase %d done: mean |detail| %.3f mm", phase + 1, float(np.abs(x - x0).mean()))
     timings["depth"] = (time.perf_counter() - t2) * 1e3
-    # fade the detail out toward the mask border and over the eyes (where it is unconstrained), so the
-    # detailed mesh has no cliff where refined and unrefined surface meet
-    reliable = var & (photo_w >= 0.3)
+    # fade the detail out toward the mask border and over the regions where shading is not geometry (eyes,
+    # dark brows), so the detailed mesh has no cliff where refined and unrefined surface meet
+    keep_region = np.asarray(opts.detail_regions, bool)
+    keep = keep_region[np.clip(regions, 0, len(keep_region) - 1)]
+    reliable = var & (photo_w >= 0.3) & keep & ~hair
     ramp = np.clip(distance_transform_edt(reliable) / max(opts.border_ramp_px, 1e-6), 0.0, 1.0)
     x = x0 + (x - x0) * ramp[yy, xx]
     depth = depth0.astype(np.float64).copy()
@@ -457,7 +487,8 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
         # albedo with it), as the coarse render's light was estimated on its own normals; both now sit at
         # the pixel centres, so against the image itself
         spec_img = grid.scatter(spec)[..., None]
-        sh = fit_sh(image_px - spec_img, np.maximum(grid.scatter(g), 1e-3), normals, photo_w)
+        sh = fit_sh(image_px - spec_img, np.maximum(grid.scatter(g), 1e-3), normals, photo_w,
+                    opts.sh_band2_ridge)
         shade_img = np.maximum(sh_basis(normals) @ sh, 1e-3)
         g = optimise_albedo(image_px, shade_img, grid.scatter(spec), prior, photo_w, grid, opts, iterations=1,
                             init=g)
