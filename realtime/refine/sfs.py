@@ -134,11 +134,14 @@ class SfsOptions:
     """Photometric weight per region (skin, brow, eye, nose, mouth): hair and eyeballs break Lambert."""
     detail_regions: tuple[bool, ...] = (True, True, False, True, True)
     """Regions (skin, brow, eye, nose, mouth) that keep their depth detail."""
-    brow_hair_ratio: float = 0.5
-    """Brow-region pixels whose shading-free luminance is below this fraction of the skin's median are hair
-    and get no depth detail. Measured on takeo.jpg without it: the depth carved the brow hair 4.2 mm deep
-    on average (the geometry explained the hair's colour), 0.7 mm with it. Higher values (0.75) also take
-    shading errors of a wrong coarse shape for hair on the synthetic renders."""
+    dark_regions: tuple[int, ...] = (1, 3)
+    """Regions checked for dark pixels: brows (hair) and nose (nostrils); the lips and the mouth's inside are
+    darker than skin by albedo but keep their detail (excluding them halved the photometric gain)."""
+    dark_ratio: float = 0.5
+    """Pixels whose shading-free luminance is below this fraction of the skin's median (hair, nostril
+    shadows) get no depth detail. Measured on takeo.jpg without it: the depth carved the brow hair 4.2 mm
+    deep on average (the geometry explained the hair's colour), 0.7 mm with it. Higher values (0.75) also
+    take shading errors of a wrong coarse shape for hair on the synthetic renders."""
 
 
 @dataclass(slots=True)
@@ -373,17 +376,15 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     for r in np.unique(regions[var]):
         sel = var & (regions == r)
         prior_img[sel] = np.median(ratio[sel], axis=0)
-    # brow hair: pixels of the brow region whose shading-free colour is much darker than the skin's. It is
-    # albedo, but the depth would carve it in as a 3-4 mm groove (measured on takeo.jpg), so no detail there
+    # pixels whose shading-free colour is far darker than the skin's: brow hair, nostrils (cast shadow),
+    # beard. Lambertian shading of the depth cannot explain them, and the depth would carve them in as
+    # grooves and pits 4 mm deep (measured on takeo.jpg), so they get no detail
     ratio_lum = _luminance(ratio)
     skin = var & (regions == 0)
     skin_lum = float(np.median(ratio_lum[skin])) if skin.any() else 0.0
-    hair = var & (regions == 1) & (ratio_lum < opts.brow_hair_ratio * skin_lum)
-    hair = binary_dilation(hair, iterations=2) & var
-    log.debug("brow hair pixels: %d of %d brow pixels; brow/skin luminance percentiles 10/25/50: %s",
-              int(hair.sum()), int((var & (regions == 1)).sum()),
-              np.round(np.percentile(ratio_lum[var & (regions == 1)] / max(skin_lum, 1e-6), [10, 25, 50]), 2)
-              if (var & (regions == 1)).any() else "-")
+    dark = var & np.isin(regions, opts.dark_regions) & (ratio_lum < opts.dark_ratio * skin_lum)
+    dark = binary_dilation(dark, iterations=2) & var
+    log.debug("dark (hair/shadow) pixels without detail: %d of %d", int(dark.sum()), int(var.sum()))
     prior = np.clip(prior_img[yy, xx], 0.02, 1.5)
     timings["lighting"] = (time.perf_counter() - t0) * 1e3
 
@@ -470,7 +471,7 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     # dark brows), so the detailed mesh has no cliff where refined and unrefined surface meet
     keep_region = np.asarray(opts.detail_regions, bool)
     keep = keep_region[np.clip(regions, 0, len(keep_region) - 1)]
-    reliable = var & (photo_w >= 0.3) & keep & ~hair
+    reliable = var & (photo_w >= 0.3) & keep & ~dark
     ramp = np.clip(distance_transform_edt(reliable) / max(opts.border_ramp_px, 1e-6), 0.0, 1.0)
     x = x0 + (x - x0) * ramp[yy, xx]
     depth = depth0.astype(np.float64).copy()
