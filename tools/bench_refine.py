@@ -311,7 +311,14 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
     rows = []
     region_rows: dict[str, list[dict[str, float]]] = {"front": [], "side": [], "joint": [], "mean face": []}
     joint = JointFitter(model, corr_tab)
-    joint_exact = JointFitter(model, corr_tab, bias=False)  # the MediaPipe bias table would corrupt them
+    # perfect landmarks: no MediaPipe bias table, and no learned landmark regressor in the fitter where it
+    # has one (both model MediaPipe's errors, which these points do not have)
+    from realtime.fitting import FitOptions
+
+    exact_opts = FitOptions(lock_identity=False, cold_iterations=20)
+    if any(f.name == "landmark_prior" for f in dataclasses.fields(exact_opts)):
+        exact_opts = dataclasses.replace(exact_opts, landmark_prior=False)
+    joint_exact = JointFitter(model, corr_tab, options=exact_opts, bias=False)
     with SyntheticGenerator(model, 512, 512, seed=seed) as gen, FaceMeshTracker(static=True) as tracker:
         for i in range(n):
             rng = np.random.default_rng(seed * 7919 + i)

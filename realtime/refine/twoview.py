@@ -91,6 +91,7 @@ class JointFitter:
         self._w = np.clip(np.asarray(correspondence.weights[:N_SURFACE], np.float64), 0.0, 1.0)
         self.landmark_sigma_mm = landmark_sigma_mm
         self.identity_sigma = identity_sigma
+        self.prior_at_singles = True
         self.bias: LandmarkBias | None = (load_landmark_bias(model) if bias is True
                                           else bias if isinstance(bias, LandmarkBias) else None)
 
@@ -135,6 +136,10 @@ class JointFitter:
         if iterations == 0 and len(views) == 1:
             return JointFit(singles, identity.astype(np.float32), singles, (float(singles[0].residual_px),))
         k_id = len(identity)
+        # the identity prior is centred where the single-view fits put it (the fitter's own prior, e.g. its
+        # learned landmark regressor, lives there), not at the mean face
+        prior_centre = (np.mean([np.asarray(s.identity, np.float64) for s in singles], axis=0)
+                        if self.prior_at_singles else np.zeros(k_id))
         tracks = [v.track for v in views]
         sigmas: list[np.ndarray | None] = [None] * len(views)
         for it in range(iterations):
@@ -148,7 +153,7 @@ class JointFitter:
                 f.reset_tracking()
                 fits[i] = f.fit(tracks[i])
             h = np.eye(k_id) / self.identity_sigma**2
-            g = identity / self.identity_sigma**2
+            g = (identity - prior_centre) / self.identity_sigma**2
             for i, (fit, v) in enumerate(zip(fits, views, strict=True)):
                 a, b = self._identity_equations(fit, tracks[i], v.intrinsics, identity, sigmas[i])
                 h += a
