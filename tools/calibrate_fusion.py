@@ -3,11 +3,11 @@
 
 Renders a calibration set (sample seeds ``seed·10⁷ + i``; default seed 31 is disjoint from the training
 renders, seeds 1–2, and from ``tools/bench_engines.py``, seed 777), tracks it with real MediaPipe, fits it,
-runs the engines, and grid-searches ``FusionPolicy`` (w_max for identity and expression in steps of 0.1, five
+runs the engines, and grid-searches ``FusionPolicy`` (w_max for identity and expression in steps of 0.1, seven
 yaw ramps) for the lowest mean shape error. The same search towards zero coefficients gives the no-network
 baseline (the fit shrunk towards the mean face), stored in the same file so the benchmark can print it.
 
-    .venv/bin/python tools/calibrate_fusion.py [--n 150] [--engines mobile-facernet deep3d] [--write]
+    .venv/bin/python tools/calibrate_fusion.py [--n 250] [--engines mobile-facernet deep3d] [--write]
 
 ``--write`` stores ``engines/<engine>.fusion.json`` (policy + the ONNX file's SHA-256 + these figures) beside
 the engine file that was evaluated (``--engine-file NAME=PATH`` evaluates another file).
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", nargs="+", default=["mobile-facernet", "deep3d"])
     ap.add_argument("--engine-file", action="append", default=[], metavar="NAME=PATH")
-    ap.add_argument("--n", type=int, default=150, help="calibration renders (stratified by yaw)")
+    ap.add_argument("--n", type=int, default=250, help="calibration renders (stratified by yaw)")
     ap.add_argument("--seed", type=int, default=31)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--write", action="store_true", help="write <engine>.fusion.json beside each engine file")
@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         files[name] = Path(path)
     model = load_face_model()
     cases = collect_cases(model, files, args.n, args.seed, args.size, THREADS)
-    err = ShapeError(model, stride=2)
+    # Every 3rd vertex: the search 1.5x faster; per-face errors within 0.05 mm of the full region's
+    # (mean over 50 random faces 5.33 vs 5.32 mm), the same for every policy compared.
+    err = ShapeError(model, stride=3)
     base_policy, base_err = calibrate(cases, None, err)
     fit_err = calibrate(cases, None, err, weights=(0.0,), ramps=((30, 60),))[1]
     report: dict[str, object] = {

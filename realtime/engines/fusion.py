@@ -1,12 +1,12 @@
 """Fusion of a regressor's estimate with the landmark fit, with a weight that grows with |yaw|.
 
-Why: at large yaw the landmark fit is worse than no fit at all on shape. Measured on synthetic renders
-(512 px, real MediaPipe, ``FitOptions.single_image()``): MediaPipe's 2D error on the true surface points
-grows from a median of 2.3 px (|yaw| < 30°) to 6.6 px (45–75°, p90 14 px) because the far-side points are
-hallucinated; fitted to them, the identity part of the model-space error is 4.8 mm against 4.0 mm for the
-mean face, and the fitted expressions add 2.7 mm of error where all-zero weights add 1.0 mm. The fit's
-*pose* stays good (rotation error 8° at 45–60° against 17° for Mobile-FaceRNet), so only the shape
-coefficients are fused.
+Why: at large yaw the landmark fit is worse than no fit at all on shape. Measured on 30 synthetic renders
+(512 px, real MediaPipe, ``FitOptions.single_image()``, the fitter before its landmark prior): MediaPipe's
+2D error on the true surface points grows from a median of 2.3 px (|yaw| < 30°) to 6.6 px (45–75°, p90
+14 px) because the far-side points are hallucinated; fitted to them, the identity part of the model-space
+error is 4.8 mm against 4.0 mm for the mean face, and the fitted expressions add 2.7 mm of error where
+all-zero weights add 1.0 mm. The fit's *pose* stays good (rotation error 8° at 45–60° against 17° for
+Mobile-FaceRNet), so only the shape coefficients are fused.
 
 The fused coefficients are a fixed-ratio posterior mean of two estimates,
 

@@ -161,7 +161,9 @@ def calibrate(
     target: str | None,
     err: ShapeError,
     weights: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2)),
-    ramps: tuple[tuple[float, float], ...] = ((20, 50), (30, 50), (30, 60), (40, 60), (45, 70)),
+    ramps: tuple[tuple[float, float], ...] = (
+        (20, 50), (20, 60), (30, 50), (30, 60), (35, 55), (40, 60), (45, 70)
+    ),
 ) -> tuple[FusionPolicy, float]:
     """The policy with the lowest mean shape error over the tracked cases (exhaustive grid), and that error.
 
