@@ -126,3 +126,38 @@ def test_fused_fit_beats_fit_only_on_new_profile_renders(face_model) -> None:
     # Measured (4 of the 5 profiles tracked): fit only 7.62 mm, fused 5.63 mm with the fitter before its
     # landmark prior (weights 0.9 / 1.0); 7.01 vs 5.96 mm with it (weights 0.7 / 0.9).
     assert np.mean(fused_err) < np.mean(fit_err) - 0.3
+
+
+def test_calibration_search_on_constructed_cases(face_model) -> None:
+    """Cases built by hand (no rendering): an engine that is exact at large yaw must get full weight, one
+    that is pure noise about the inverse-variance weight; the paired difference has the right sign."""
+    from realtime.training.fusion_calib import (
+        Case,
+        EnginePrediction,
+        ShapeError,
+        calibrate,
+        fused,
+        paired_difference,
+    )
+
+    rng = np.random.default_rng(3)
+    cases = []
+    for i in range(24):
+        yaw = float(rng.uniform(55.0, 75.0)) * (1 if i % 2 else -1)
+        ident, expr = rng.normal(size=100), np.clip(rng.normal(0.1, 0.2, 53), 0, 1)
+        fit_expr = np.clip(expr + rng.normal(0, 0.3, 53), 0, 1)
+        c = Case(yaw, ident, expr, np.eye(3), tracked=True, fit_yaw_deg=yaw,
+                 fit_identity=ident + rng.normal(0, 0.8, 100), fit_expression=fit_expr)
+        c.engines["exact"] = EnginePrediction(ident.copy(), expr.copy(), 0.0, (ident, expr, 0.0))
+        c.engines["noise"] = EnginePrediction(rng.normal(0, 2.0, 100), rng.uniform(0, 1, 53), 0.0, (ident, expr, 0.0))
+        cases.append(c)
+    err = ShapeError(face_model, stride=8)
+    exact, e_exact = calibrate(cases, "exact", err)
+    noise, _ = calibrate(cases, "noise", err)
+    assert exact.identity_weight == 1.0 and exact.expression_weight == 1.0 and e_exact < 1e-3
+    # Independent errors: identity variance 0.64 (fit) vs 1 + 4 (noise engine) -> optimal weight 0.64 / 5.64.
+    assert noise.identity_weight <= 0.2
+    better = paired_difference(cases, lambda c: (*fused(c, (c.engines["exact"].identity,
+                                                             c.engines["exact"].expression), exact), 0.0),
+                               lambda c: (c.fit_identity, c.fit_expression, 0.0), err)
+    assert better is not None and better["a_better"] == 24 and better["mean_mm"] < 0  # type: ignore[operator]
