@@ -34,6 +34,7 @@ from realtime.results import EngineEstimate, FaceFit, FaceTrack, FrameResult, Po
 
 if TYPE_CHECKING:
     from realtime.facemodel import MorphableModel
+    from realtime.landmark_prior import LandmarkPrior
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,13 @@ class FitOptions:
     """Noise of MediaPipe's eyelid opening (lid distance / eye width, per eye). This feature term makes the
     fitted lids follow the tracked ones (MediaPipe measures eye closure well even where single lid points
     slide over the surface); 0 disables it. Left and right eyes are separate, equal-weight terms."""
+    landmark_prior: bool = True
+    """Centre the expression and identity priors on the learned landmark regressor's estimate
+    (``realtime.landmark_prior``) instead of on zero / the mean face, when the model has one."""
+    prior_expression_strength: float = 10.0
+    """Scales the regressor's expression prior (precision = strength / held-out residual variance)."""
+    prior_identity_strength: float = 100.0
+    """Scales the regressor's identity prior in the same way."""
     robust_scale: float = 0.0
     """Cauchy robust weighting of landmarks at this many ``landmark_sigma_mm`` (0 = plain least squares)."""
     damping: float = 1e-4
@@ -161,17 +169,21 @@ class _Observation:
     iris_px: np.ndarray            # (2 eyes, horizontal/vertical chord) apparent iris ring chords, px
     presence: float
     track_id: int
+    prior_expression: np.ndarray | None = None   # (E,) the landmark regressor's estimate
+    prior_identity: np.ndarray | None = None     # (K,)
 
 
 @dataclass(slots=True)
 class _IdentityAccumulator:
     a: np.ndarray
     b: np.ndarray
+    prior_sum: np.ndarray
     frames: int = 0
+    prior_frames: int = 0
 
     @classmethod
     def empty(cls, k: int) -> _IdentityAccumulator:
-        return cls(np.zeros((k, k)), np.zeros(k))
+        return cls(np.zeros((k, k)), np.zeros(k), np.zeros(k))
 
 
 def _rodrigues(w: np.ndarray) -> np.ndarray:
@@ -216,14 +228,30 @@ class _State:
     track_id: int | None = None
 
 
+def shipped_landmark_prior(model: MorphableModel) -> LandmarkPrior | None:
+    """The landmark prior shipped for this model (loaded once per process), or None."""
+    from realtime.correspondence import topology_hash
+    from realtime.landmark_prior import load_landmark_prior
+
+    return load_landmark_prior(model.name, topology_hash(model.triangles))
+
+
 class FaceFitter:
     """Stateful fitter for one tracked face (warm start across frames, identity lock)."""
 
     def __init__(self, model: MorphableModel, correspondence: CorrespondenceLike, intrinsics: Intrinsics,
-                 options: FitOptions | None = None) -> None:
+                 options: FitOptions | None = None, prior: LandmarkPrior | None = None) -> None:
         self.model = model
         self.intrinsics = intrinsics
         self.options = options or FitOptions()
+        if prior is None and self.options.landmark_prior:
+            prior = shipped_landmark_prior(model)
+        usable = (prior is not None and prior.n_expressions == model.n_expressions
+                  and prior.n_identity == model.n_identity)
+        self.prior = prior if usable and self.options.landmark_prior else None
+        if self.prior is not None:
+            self._prior_exp_prec = self.options.prior_expression_strength / self.prior.expression_sd**2
+            self._prior_id_prec = self.options.prior_identity_strength / self.prior.identity_sd**2
         self.n_exp = model.n_expressions
         self.n_id = model.n_identity
         ids = np.asarray(correspondence.vertex_ids)[:N_SURFACE_LANDMARKS].astype(np.int64)
@@ -278,6 +306,10 @@ class FaceFitter:
         self._iris_chords_mm = scale * np.asarray(self.options.iris_chords_mm, np.float64)
         self._iris_chord_use = 1.0 / np.asarray(self.options.iris_chords_sd_mm, np.float64) ** 2
         self.mesher = MeshBuilder(model)
+        # "Near-neutral" for the identity lock ignores where the eyes look: gaze barely moves the face, and
+        # a person looking slightly off-camera is still a good frame to learn their shape from.
+        self._face_expressions = np.array([i for i, n in enumerate(model.expression_names)
+                                           if not n.startswith("eyeLook")], np.int64)
         import cv2  # noqa: F401  (cold starts use solvePnP: import now, not on the first live frame)
 
         self._state = _State(expression=np.zeros(self.n_exp), identity=np.zeros(self.n_id))
@@ -368,8 +400,13 @@ class FaceFitter:
     def _observe(self, track: FaceTrack) -> _Observation:
         lm = np.asarray(track.landmarks_px, np.float64)
         iris = iris_chords_px(lm)
-        return _Observation(uv=lm[:N_SURFACE_LANDMARKS, :2], z_px=lm[:N_SURFACE_LANDMARKS, 2], iris_px=iris,
-                            presence=float(track.presence), track_id=int(track.track_id))
+        obs = _Observation(uv=lm[:N_SURFACE_LANDMARKS, :2], z_px=lm[:N_SURFACE_LANDMARKS, 2], iris_px=iris,
+                           presence=float(track.presence), track_id=int(track.track_id))
+        if self.prior is not None and lm.shape[0] >= 478:
+            expression, identity = self.prior.predict(lm)
+            obs.prior_expression = expression[0].astype(np.float64)
+            obs.prior_identity = identity[0].astype(np.float64)
+        return obs
 
     def _init_pose(self, obs: _Observation) -> None:
         """Cold start: iterative PnP of the current identity's landmark points from a frontal guess."""
@@ -523,11 +560,20 @@ class FaceFitter:
         # Priors: expression (weak, identical and independent per side), identity (standard normal).
         ne = self.n_exp
         diag = np.einsum("ii->i", h)
-        diag[6:6 + ne] += 1.0 / opt.expression_sigma**2
-        g[6:6 + ne] -= st.expression / opt.expression_sigma**2 + opt.expression_l1
+        if obs.prior_expression is not None:
+            # Centred on the regressor's reading, as wide as its held-out error (no sparsity pull to 0).
+            diag[6:6 + ne] += self._prior_exp_prec
+            g[6:6 + ne] -= (st.expression - obs.prior_expression) * self._prior_exp_prec
+        else:
+            diag[6:6 + ne] += 1.0 / opt.expression_sigma**2
+            g[6:6 + ne] -= st.expression / opt.expression_sigma**2 + opt.expression_l1
         if free_identity and identity_prior:
-            diag[6 + ne:] += 1.0 / opt.identity_sigma**2
-            g[6 + ne:] -= st.identity / opt.identity_sigma**2
+            if obs.prior_identity is not None:
+                diag[6 + ne:] += self._prior_id_prec
+                g[6 + ne:] -= (st.identity - obs.prior_identity) * self._prior_id_prec
+            else:
+                diag[6 + ne:] += 1.0 / opt.identity_sigma**2
+                g[6 + ne:] -= st.identity / opt.identity_sigma**2
         diag[:6 + ne] += opt.damping * (1.0 + diag[:6 + ne])
         if identity_prior:
             diag[6 + ne:] += opt.damping * (1.0 + diag[6 + ne:])
@@ -627,12 +673,19 @@ class FaceFitter:
         yaw, pitch, roll = Pose(st.rotation, st.translation).euler_deg()
         return (obs.presence >= opt.lock_min_presence
                 and max(abs(yaw), abs(pitch), abs(roll)) <= opt.lock_max_angle_deg
-                and (not neutral or float(st.expression.max(initial=0.0)) <= opt.lock_max_expression))
+                and (not neutral or float(st.expression[self._face_expressions].max(initial=0.0))
+                     <= opt.lock_max_expression))
 
     def _solve_accumulated(self, acc: _IdentityAccumulator) -> np.ndarray:
         opt = self.options
-        lam = acc.frames**opt.lock_prior_growth / opt.identity_sigma**2
-        return np.linalg.solve(acc.a + lam * np.eye(self.n_id), acc.b)
+        if self.prior is not None and acc.prior_frames:
+            # The regressor's readings, averaged over the frames, as the prior centre; its width shrinks
+            # with the frames like the landmark evidence's (both share MediaPipe's per-person bias).
+            lam = acc.frames**opt.lock_prior_growth * self._prior_id_prec
+            centre = acc.prior_sum / acc.prior_frames
+            return np.linalg.solve(acc.a + np.diag(lam), acc.b + lam * centre)
+        lam_i = acc.frames**opt.lock_prior_growth / opt.identity_sigma**2
+        return np.linalg.solve(acc.a + lam_i * np.eye(self.n_id), acc.b)
 
     def _update_identity_lock(self, obs: _Observation) -> None:
         opt = self.options
@@ -645,6 +698,9 @@ class FaceFitter:
             self._acc.a += a
             self._acc.b += b
             self._acc.frames += 1
+            if obs.prior_identity is not None:
+                self._acc.prior_sum += obs.prior_identity
+                self._acc.prior_frames += 1
             if opt.lock_identity and self._acc.frames >= opt.lock_frames:
                 self.lock_identity(self._solve_accumulated(self._acc))
                 self.events.append("identity-locked")
@@ -656,6 +712,9 @@ class FaceFitter:
             self._verify.a += a
             self._verify.b += b
             self._verify.frames += 1
+            if obs.prior_identity is not None:
+                self._verify.prior_sum += obs.prior_identity
+                self._verify.prior_frames += 1
             if self._verify.frames >= opt.reid_frames:
                 cand = self._solve_accumulated(self._verify)
                 diff = (self._id_flat @ (cand - self._locked_identity)).reshape(-1, 3)

@@ -398,6 +398,9 @@ class SyntheticRanges:
     """Number of non-zero blendshapes (inclusive range)."""
     expression_max: float = 1.0
     one_sided_fraction: float = 1.0 / 3.0
+    conjugate_gaze: bool = True
+    """Sample the eyeLook* blendshapes as one gaze shared by both eyes (down with down, the left eye's In with
+    the right eye's Out), as people move their eyes; a one-eyed downward look cannot be told from a wink."""
     """Fraction of samples whose main expression is one _L/_R blendshape with its mirror at 0."""
     neutral_fraction: float = 0.1
     yaw_deg: float = 45.0
@@ -411,6 +414,17 @@ class SyntheticRanges:
     noise_sigma: tuple[float, float] = (0.0, 6.0)
     jpeg_quality: tuple[int, int] = (60, 98)
     jpeg_probability: float = 0.7
+
+
+def conjugate_gaze(weights: np.ndarray, pairs: list[tuple[int, int]]) -> None:
+    """In place: each gaze direction's two blendshapes (one per eye) take the larger of their weights, and of
+    two opposite directions (pairs 0/1: down/up, 2/3: rightward/leftward) only the stronger is kept."""
+    for a, b in pairs:
+        weights[a] = weights[b] = max(weights[a], weights[b])
+    if len(pairs) == 4:
+        for first, second in ((pairs[0], pairs[1]), (pairs[2], pairs[3])):
+            weaker = second if weights[first[0]] >= weights[second[0]] else first
+            weights[list(weaker)] = 0.0
 
 
 class SyntheticGenerator:
@@ -441,7 +455,14 @@ class SyntheticGenerator:
         else:
             self.renderer = renderer
         names = model.expression_names
-        self._sided = [i for i, n in enumerate(names) if model.expression_mirror[i] != i]
+        self._gaze = [i for i, n in enumerate(names) if n.startswith("eyeLook")]
+        # Gaze is never one-sided in people (see ``conjugate_gaze``), so it is not a one-sided main expression.
+        self._sided = [i for i, n in enumerate(names) if model.expression_mirror[i] != i
+                       and not (self.ranges.conjugate_gaze and i in self._gaze)]
+        pairs = (("eyeLookDown_L", "eyeLookDown_R"), ("eyeLookUp_L", "eyeLookUp_R"),
+                 ("eyeLookIn_L", "eyeLookOut_R"), ("eyeLookOut_L", "eyeLookIn_R"))
+        self._gaze_pairs = [(names.index(a), names.index(b)) for a, b in pairs
+                            if a in names and b in names]
 
     def __enter__(self) -> SyntheticGenerator:
         return self
@@ -473,6 +494,8 @@ class SyntheticGenerator:
         if n_active:
             idx = rng.choice(others, size=min(n_active, len(others)), replace=False)
             w[idx] = rng.uniform(0.1, 1.0, size=len(idx)) * r.expression_max
+        if r.conjugate_gaze and self._gaze_pairs:
+            conjugate_gaze(w, self._gaze_pairs)
         return w
 
     def _expression_from(self, value: Any) -> np.ndarray:

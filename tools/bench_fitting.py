@@ -48,6 +48,7 @@ ONE_SIDED_PAIRS = (("eyeBlink_L", "eyeBlink_R"), ("eyeBlink_R", "eyeBlink_L"),
                    ("mouthSmile_L", "mouthSmile_R"), ("mouthSmile_R", "mouthSmile_L"))
 YAW_BINS = ((0.0, 15.0), (15.0, 30.0), (30.0, 45.1))
 SINGLE_IMAGE = FitOptions.single_image()
+NO_PRIOR = FitOptions.single_image(landmark_prior=False)
 
 
 @dataclass
@@ -124,6 +125,7 @@ def synthetic_set(rep: Report, model: MorphableModel, corr: Any, n: int, seed: i
     exp_fa = model.expression_basis_mm[:, :fa].astype(np.float64)
     mean_fa = model.mean_mm[:fa].astype(np.float64)
     em, eb, one, fit_ms = [], [], [], []
+    em0, one0, shape0 = [], [], []   # the same fit without the learned landmark prior (landmarks alone)
     shape: dict[int, list[tuple[float, float, float, float]]] = {i: [] for i in range(len(YAW_BINS))}
     found = 0
     t0 = time.perf_counter()
@@ -141,17 +143,23 @@ def synthetic_set(rep: Report, model: MorphableModel, corr: Any, n: int, seed: i
             t1 = time.perf_counter()
             fit = fitter.fit(tracks[0])
             fit_ms.append((time.perf_counter() - t1) * 1e3)
+            fit0 = FaceFitter(model, corr, s.intrinsics, NO_PRIOR).fit(tracks[0], mesh=False)
             true_d = np.tensordot(s.expression.astype(np.float64), exp_fa, axes=1)
-            pred_d = np.tensordot(fit.expression.astype(np.float64), exp_fa, axes=1)
             moving = np.linalg.norm(true_d, axis=1) > 1.0
+            for f, errs in ((fit, em), (fit0, em0)):
+                pred_d = np.tensordot(f.expression.astype(np.float64), exp_fa, axes=1)
+                if moving.any():
+                    errs.append(float(np.linalg.norm(pred_d[moving] - true_d[moving], axis=1).mean()))
             if moving.any():
-                em.append(float(np.linalg.norm(pred_d[moving] - true_d[moving], axis=1).mean()))
                 eb.append(float(np.linalg.norm(true_d[moving], axis=1).mean()))
             for act, mirror in ONE_SIDED_PAIRS:
                 ia, ib = names.index(act), names.index(mirror)
                 if s.expression[ia] >= 0.6 and s.expression[ib] == 0.0:
                     one.append(bool(fit.expression[ia] - fit.expression[ib] >= 0.3))
+                    one0.append(bool(fit0.expression[ia] - fit0.expression[ib] >= 0.3))
             truth = model.shape(s.identity, s.expression)[:fa].astype(np.float64)
+            pred0 = model.shape(fit0.identity, fit0.expression)[:fa].astype(np.float64)
+            shape0.append(float(np.linalg.norm(rigid_align(pred0, truth) - truth, axis=1).mean()))
             pred = model.shape(fit.identity, fit.expression)[:fa].astype(np.float64)
             tree = cKDTree(truth)
             yaw = abs(s.pose.euler_deg()[0])
@@ -165,9 +173,14 @@ def synthetic_set(rep: Report, model: MorphableModel, corr: Any, n: int, seed: i
     sec = f"synthetic set ({found}/{n} renders tracked)"
     rep.add(sec, "expression motion error on moving vertices", float(np.mean(em)), float(np.mean(eb)),
             "zero expression", "≤ 1.0 (goal 0.6)", "mm", len(em))
+    rep.add(sec, "expression motion error, landmarks alone (no learned prior)", float(np.mean(em0)),
+            float(np.mean(eb)), "zero expression", "for comparison", "mm", len(em0))
     rate = 100.0 * float(np.mean(one)) if one else math.nan
     rep.add(sec, "one-sided recovered (active − mirror ≥ 0.3)", rate,
             0.0, "zero expression or any symmetric fit", "≥ 95", "%", len(one))
+    rep.add(sec, "one-sided recovered, landmarks alone (no learned prior)",
+            100.0 * float(np.mean(one0)) if one0 else math.nan, 0.0, "zero expression or any symmetric fit",
+            "for comparison", "%", len(one0))
     allv = [v for b in shape.values() for v in b]
     for k, (lo, hi) in enumerate(YAW_BINS):
         v = np.array(shape[k]) if shape[k] else np.full((1, 4), math.nan)
@@ -176,6 +189,8 @@ def synthetic_set(rep: Report, model: MorphableModel, corr: Any, n: int, seed: i
     av = np.array(allv)
     rep.add(sec, "shape error, rigid, all yaws", float(av[:, 0].mean()), float(av[:, 1].mean()), "mean face",
             "≥ 25 % below baseline", "mm", len(av))
+    rep.add(sec, "shape error, rigid, all yaws, landmarks alone (no learned prior)", float(np.mean(shape0)),
+            float(av[:, 1].mean()), "mean face", "for comparison", "mm", len(shape0))
     rep.add(sec, "point-to-surface after ICP (forgiving)", float(av[:, 2].mean()), float(av[:, 3].mean()),
             "mean face", "reported only", "mm", len(av))
     rep.add(sec, "single-image fit time (cold, identity free)", float(np.median(fit_ms)), None, "", "", "ms",
