@@ -146,6 +146,11 @@ class FitOptions:
     """Scales the regressor's expression prior (precision = strength / held-out residual variance)."""
     prior_identity_strength: float = 100.0
     """Scales the regressor's identity prior in the same way."""
+    prior_skip_prefixes: tuple[str, ...] = ("eyeBlink", "eyeLook", "eyeSquint", "eyeWide")
+    """Blendshapes the learned prior leaves to the landmarks (zero-centred prior + L1 as without a prior). The
+    eyes: on real video the regressor, trained on rendered eyes, reads closed lids as a downward gaze
+    (wink_blink_gaze.mp4: both eyes shut -> eyeLookDown 1.0, eyeBlink 0.05), while the eyelid-opening term
+    reads real closures well."""
     robust_scale: float = 0.0
     """Cauchy robust weighting of landmarks at this many ``landmark_sigma_mm`` (0 = plain least squares)."""
     damping: float = 1e-4
@@ -250,7 +255,10 @@ class FaceFitter:
                   and prior.n_identity == model.n_identity)
         self.prior = prior if usable and self.options.landmark_prior else None
         if self.prior is not None:
-            self._prior_exp_prec = self.options.prior_expression_strength / self.prior.expression_sd**2
+            skip = np.array([n.startswith(self.options.prior_skip_prefixes) for n in model.expression_names])
+            self._plain_exp = skip.astype(np.float64)
+            self._prior_exp_prec = np.where(skip, 0.0, self.options.prior_expression_strength
+                                            / self.prior.expression_sd**2)
             self._prior_id_prec = self.options.prior_identity_strength / self.prior.identity_sd**2
         self.n_exp = model.n_expressions
         self.n_id = model.n_identity
@@ -561,9 +569,12 @@ class FaceFitter:
         ne = self.n_exp
         diag = np.einsum("ii->i", h)
         if obs.prior_expression is not None:
-            # Centred on the regressor's reading, as wide as its held-out error (no sparsity pull to 0).
-            diag[6:6 + ne] += self._prior_exp_prec
-            g[6:6 + ne] -= (st.expression - obs.prior_expression) * self._prior_exp_prec
+            # Centred on the regressor's reading, as wide as its held-out error (no sparsity pull to 0); the
+            # skipped blendshapes keep the plain prior.
+            plain = self._plain_exp
+            diag[6:6 + ne] += self._prior_exp_prec + plain / opt.expression_sigma**2
+            g[6:6 + ne] -= ((st.expression - obs.prior_expression) * self._prior_exp_prec
+                            + plain * (st.expression / opt.expression_sigma**2 + opt.expression_l1))
         else:
             diag[6:6 + ne] += 1.0 / opt.expression_sigma**2
             g[6:6 + ne] -= st.expression / opt.expression_sigma**2 + opt.expression_l1

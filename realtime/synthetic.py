@@ -454,6 +454,11 @@ class SyntheticGenerator:
             self.renderer: Any = OffscreenRenderer(width, height, samples=samples)
         else:
             self.renderer = renderer
+        self._setup_sampling()
+
+    def _setup_sampling(self) -> None:
+        """Index tables of the expression sampler (needs only ``model`` and ``ranges``)."""
+        model = self.model
         names = model.expression_names
         self._gaze = [i for i, n in enumerate(names) if n.startswith("eyeLook")]
         # Gaze is never one-sided in people (see ``conjugate_gaze``), so it is not a one-sided main expression.

@@ -86,14 +86,24 @@ def test_expression_sampling_one_sided(face_model: MorphableModel) -> None:
     from realtime.synthetic import SyntheticRanges
 
     g.model, g.ranges = face_model, SyntheticRanges(one_sided_fraction=1.0, neutral_fraction=0.0)
-    g._sided = [i for i in range(face_model.n_expressions) if face_model.expression_mirror[i] != i]
+    g._setup_sampling()
     rng = np.random.default_rng(0)
     mirror = face_model.expression_mirror
+    idx = face_model.expression_index
+    gaze_seen = 0
     for _ in range(200):
         w = g.random_expression(rng)
         assert w.min() >= 0 and w.max() <= 1
         strong = [i for i in g._sided if w[i] >= 0.6 and w[mirror[i]] == 0.0]
         assert strong, "every sample has a one-sided blendshape >= 0.6 with its mirror at 0"
+        # Conjugate gaze: both eyes look the same way, never up and down (or left and right) at once.
+        assert w[idx("eyeLookDown_L")] == w[idx("eyeLookDown_R")]
+        assert w[idx("eyeLookIn_L")] == w[idx("eyeLookOut_R")]
+        assert w[idx("eyeLookDown_L")] == 0.0 or w[idx("eyeLookUp_L")] == 0.0
+        assert w[idx("eyeLookIn_L")] == 0.0 or w[idx("eyeLookIn_R")] == 0.0
+        gaze_seen += int(w[idx("eyeLookDown_L")] + w[idx("eyeLookUp_L")] + w[idx("eyeLookIn_L")]
+                         + w[idx("eyeLookIn_R")] > 0)
+    assert gaze_seen >= 10
 
 
 def test_render_matches_ground_truth_geometry(gen: SyntheticGenerator, face_model: MorphableModel) -> None:
