@@ -57,7 +57,7 @@ def _fits(video: Path, n: int) -> list[Any]:
     return [r for r in results if r.faces and r.faces[0].fit is not None]
 
 
-def _timed(fn: Any, items: list[Any], warmup: int = 3) -> tuple[float, float, float, float]:
+def _timed(fn: Any, items: list[Any], warmup: int = 15) -> tuple[float, float, float, float]:
     """Median wall, process-CPU and calling-thread CPU milliseconds of ``fn(item)`` over ``items`` (after
     warm-up calls), and the load average when done."""
     for item in items[:warmup]:
