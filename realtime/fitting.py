@@ -30,7 +30,7 @@ import numpy as np
 
 from realtime.camera import Intrinsics
 from realtime.facemodel import IRIS_DIAMETER_MM, eye_rig
-from realtime.results import EngineEstimate, FaceFit, FaceTrack, FrameResult, Pose
+from realtime.results import FRONTAL_ROTATION, EngineEstimate, FaceFit, FaceTrack, FrameResult, Pose
 
 if TYPE_CHECKING:
     from realtime.facemodel import MorphableModel
@@ -70,10 +70,6 @@ _EYE_UP = np.array([o[0] for o in _EYE_OPENINGS])
 _EYE_LO = np.array([o[1] for o in _EYE_OPENINGS])
 _EYE_CORNER_A = np.array([o[2][0] for o in _EYE_OPENINGS])
 _EYE_CORNER_B = np.array([o[2][1] for o in _EYE_OPENINGS])
-
-FRONTAL = np.diag([1.0, -1.0, -1.0])
-"""Model→camera rotation of a face looking straight into the camera."""
-
 
 class CorrespondenceLike(Protocol):
     """What the fitter needs from ``realtime.correspondence.Correspondence``."""
@@ -225,7 +221,7 @@ def iris_chords_px(landmarks_px: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _State:
-    rotation: np.ndarray = field(default_factory=lambda: FRONTAL.copy())
+    rotation: np.ndarray = field(default_factory=lambda: FRONTAL_ROTATION.copy())
     translation: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 600.0]))
     expression: np.ndarray = field(default_factory=lambda: np.zeros(0))
     identity: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -431,7 +427,7 @@ class FaceFitter:
         c = obs.uv[use].mean(axis=0)
         t0 = np.array([(c[0] - self.intrinsics.cx) * z0 / self.intrinsics.fx,
                        (c[1] - self.intrinsics.cy) * z0 / self.intrinsics.fy, z0])
-        rvec0, _ = cv2.Rodrigues(FRONTAL)
+        rvec0, _ = cv2.Rodrigues(FRONTAL_ROTATION)
         ok, rvec, tvec = cv2.solvePnP(pts[use].astype(np.float64), obs.uv[use].astype(np.float64), k,
                                       np.zeros(5), np.asarray(rvec0, np.float64).copy(),
                                       t0.reshape(3, 1).copy(), useExtrinsicGuess=True,
@@ -441,7 +437,7 @@ class FaceFitter:
             st.rotation = cv2.Rodrigues(rvec)[0]
             st.translation = tvec.reshape(3).astype(np.float64)
         else:
-            st.rotation = FRONTAL.copy()
+            st.rotation = FRONTAL_ROTATION.copy()
             st.translation = t0
 
     # ------------------------------------------------------------------ Gauss-Newton

@@ -21,7 +21,7 @@ from realtime.camera import Intrinsics
 from realtime.errors import MissingResourceError, OutputError
 from realtime.facemodel import MorphableModel
 from realtime.render import RENDER_MODES, OffscreenRenderer, orbit_view_matrix, quad_diagonals
-from realtime.results import FaceFit, FrameResult, Pose
+from realtime.results import FRONTAL_ROTATION, FaceFit, FrameResult, Pose
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def orbit_view_params(vertices_mm: np.ndarray, rect: tuple[int, int, int, int], 
     pre = np.eye(4)
     if face_pose is not None:
         # camera -> the same head turned to face the camera, in place: F R^T (p - t) + t.
-        turn = np.diag([1.0, -1.0, -1.0]) @ np.asarray(face_pose.rotation, dtype=np.float64).T
+        turn = FRONTAL_ROTATION @ np.asarray(face_pose.rotation, dtype=np.float64).T
         t = np.asarray(face_pose.translation_mm, dtype=np.float64)
         pre[:3, :3] = turn
         pre[:3, 3] = t - turn @ t

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+FRONTAL_ROTATION = np.diag([1.0, -1.0, -1.0])
+"""Model→camera rotation of a face looking straight into the camera: model +y (up) to camera −y, model +z (out
+of the face) to camera −z. Read-only; copy it to modify."""
+FRONTAL_ROTATION.setflags(write=False)
+
 
 @dataclass(slots=True)
 class Frame:
@@ -64,8 +69,7 @@ class Pose:
         The frontal pose maps model +y (up) to camera -y and model +z (out of the face) to camera -z.
         Positive yaw turns the face toward the camera's right (subject's left), positive pitch tilts it up.
         """
-        frontal = np.diag([1.0, -1.0, -1.0])
-        r = frontal @ self.rotation  # head rotation in the model's own frame
+        r = FRONTAL_ROTATION @ self.rotation  # head rotation in the model's own frame
         yaw = math.degrees(math.atan2(r[0, 2], r[2, 2]))
         pitch = math.degrees(math.asin(float(np.clip(-r[1, 2], -1.0, 1.0))))
         roll = math.degrees(math.atan2(r[1, 0], r[1, 1]))

@@ -23,12 +23,9 @@ import numpy as np
 
 from realtime.camera import Intrinsics
 from realtime.facemodel import EyeRig, MorphableModel, boundary_loops, eye_rig
-from realtime.results import Pose
+from realtime.results import FRONTAL_ROTATION, Pose
 
 log = logging.getLogger(__name__)
-
-FRONTAL = np.diag([1.0, -1.0, -1.0])
-"""Rotation of a face looking straight into the camera (model +y up -> camera -y, +z out -> camera -z)."""
 
 FACE_CENTRE_MM = np.array([0.0, 10.0, 60.0], dtype=np.float32)
 """A point in the middle of the ICT face (model space) that renders aim at the image centre."""
@@ -40,12 +37,12 @@ GAZE_DEG_PER_UNIT = (30.0, 25.0)
 # --- small geometry helpers ------------------------------------------------------------------------------
 
 def rotation_from_euler(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
-    """Model -> camera rotation whose ``Pose.euler_deg()`` is (yaw, pitch, roll): ``FRONTAL·Ry·Rx·Rz``."""
+    """Model -> camera rotation whose ``Pose.euler_deg()`` is (yaw, pitch, roll): ``FRONTAL_ROTATION·Ry·Rx·Rz``."""
     b, a, c = (math.radians(x) for x in (yaw_deg, pitch_deg, roll_deg))
     ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
     rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
     rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
-    return FRONTAL @ ry @ rx @ rz
+    return FRONTAL_ROTATION @ ry @ rx @ rz
 
 
 def pose_from_euler(yaw_deg: float, pitch_deg: float, roll_deg: float, distance_mm: float,

@@ -97,6 +97,7 @@ def latency(name: str, path: Path, reps: int, image: np.ndarray, track: object) 
 def synthetic_table(files: dict[str, Path], n: int, seed: int, size: int) -> dict[str, object]:
     from realtime.engines.fusion import FusionPolicy, load_policy, policy_path
     from realtime.facemodel import load_face_model
+    from realtime.results import FRONTAL_ROTATION
     from realtime.training.fusion_calib import (
         Case,
         ShapeError,
@@ -118,11 +119,10 @@ def synthetic_table(files: dict[str, Path], n: int, seed: int, size: int) -> dic
             break
     cases = collect_cases(model, files, n, seed, size, THREADS)
     zero_id, zero_exp = np.zeros(model.n_identity), np.zeros(model.n_expressions)
-    frontal = np.diag([1.0, -1.0, -1.0])
     Out = tuple[np.ndarray, np.ndarray, float] | None
 
     def mean_face(c: Case) -> Out:
-        return zero_id, zero_exp, rotation_error_deg(frontal, c.rotation)
+        return zero_id, zero_exp, rotation_error_deg(FRONTAL_ROTATION, c.rotation)
 
     def fit_only(c: Case) -> Out:
         return (c.fit_identity, c.fit_expression, c.fit_rotation_deg) if c.tracked else None

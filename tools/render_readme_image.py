@@ -79,11 +79,11 @@ def render_modes(height: int) -> np.ndarray:
     from realtime.facemodel import load_face_model
     from realtime.overlay import MeshDisplay, ViewStyle, orbit_view_params
     from realtime.render import OffscreenRenderer
+    from realtime.results import FRONTAL_ROTATION
 
     model = load_face_model()
     display = MeshDisplay.from_model(model)
-    frontal = np.diag([1.0, -1.0, -1.0])
-    v = (model.mean_mm @ frontal.T + np.array([0.0, 0.0, 600.0])).astype(np.float32)
+    v = (model.mean_mm @ FRONTAL_ROTATION.T + np.array([0.0, 0.0, 600.0])).astype(np.float32)
     n = height
     modes = ("lit", "wireframe", "normals", "depth", "heatmap")
     canvas = np.empty((n, n * len(modes), 3), np.uint8)

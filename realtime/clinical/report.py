@@ -34,6 +34,7 @@ from realtime.clinical.metrics import (
 from realtime.clinical.sessions import load_series
 from realtime.errors import OutputError
 from realtime.facemodel import MorphableModel
+from realtime.results import FRONTAL_ROTATION
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _frontal_camera(width: int, height: int) -> tuple[Intrinsics, np.ndarray, np
     """A camera looking at the model's face from the front: model → camera rotation and translation."""
     f = 1.45 * width * RENDER_DISTANCE_MM / 260.0
     intr = Intrinsics(fx=f, fy=f, cx=width / 2.0, cy=height / 2.0 - 0.02 * height, width=width, height=height)
-    rot = np.diag([1.0, -1.0, -1.0])
+    rot = FRONTAL_ROTATION
     trans = np.array([0.0, 0.0, RENDER_DISTANCE_MM + 100.0])
     return intr, rot, trans
 

@@ -30,9 +30,6 @@ from realtime.errors import BadInputError
 NOMINAL_SIZE_MM = 100.0
 """``S`` of the ``k`` translation parameter (only sets the origin of ``k``)."""
 
-FRONTAL = np.diag([1.0, -1.0, -1.0])
-"""Model→camera rotation of a face looking straight into the camera (see ``Pose.euler_deg``)."""
-
 
 @dataclass(frozen=True)
 class CoefficientLayout:

@@ -20,6 +20,7 @@ from realtime.facemodel import MorphableModel
 from realtime.paths import ensure_writable_dir
 from realtime.refine.raster import depth_map, rasterize
 from realtime.refine.uv import UVAtlas, View, unwrap_texture
+from realtime.results import FRONTAL_ROTATION
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def render_preview(meshes: list[tuple[np.ndarray, np.ndarray]], path: str | Path
     a = np.radians(yaw_deg)
     # model -> camera: turn about +y, then the frontal flip (y down, z forward), 560 mm away
     turn = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
-    rot = np.diag([1.0, -1.0, -1.0]) @ turn
+    rot = FRONTAL_ROTATION @ turn
     tiles = []
     with OffscreenRenderer(size, size) as r:
         for i, (verts, faces) in enumerate(meshes):
