@@ -83,6 +83,17 @@ def key_light_sh(rng: np.random.Generator) -> np.ndarray:
 LIGHTS = {"studio": studio_sh, "key45": key_light_sh}
 
 
+def _texel_mm(atlas: Any, model: Any) -> float:
+    """Median edge length of the face-area triangles in mm (mean shape) over their length in texels."""
+    tri = atlas.triangles
+    v = model.mean_mm.astype(np.float64)
+    uv = np.asarray(atlas.uv, np.float64)[atlas.triangle_uv] * atlas.size
+    mm = np.linalg.norm(v[tri[:, 1]] - v[tri[:, 0]], axis=1)
+    tx = np.linalg.norm(uv[:, 1] - uv[:, 0], axis=1)
+    ok = tx > 1e-6
+    return float(np.median(mm[ok] / tx[ok]))
+
+
 def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
     """Normals are compared as deviations from the *true* undisplaced surface, all from depth maps through
     the fine stage's own operator (forward differences), on the same crop pixels: the truth is
@@ -93,7 +104,13 @@ def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
     (landmarks → fit → medium → fine) and the fine stage alone on the true coarse face."""
     from realtime.correspondence import load_correspondence
     from realtime.facemodel import load_face_model
-    from realtime.refine.detail_synth import highpass, normal_detail_correlation, render_detail_sample
+    from realtime.refine.detail_synth import (
+        DETAIL_BAND_MM,
+        highpass,
+        normal_detail_correlation,
+        own_base_detail_correlation,
+        render_detail_sample,
+    )
     from realtime.refine.job import RefineEngine, RefineRequest
     from realtime.refine.sfs import depth_normals
     from realtime.refine.snapshot import RefineOptions
@@ -147,6 +164,18 @@ def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
                     row[f"{run}_dark_is_deep"] = corr((n_dark - n_smooth)[m], truth[m])
                     row[f"{run}_refined_hp5"] = corr(highpass(n_ref - n_smooth, m, 5.0)[m],
                                                      highpass(truth, m, 5.0)[m])
+                    # the product's own detail (refined minus its base) against the true detail (displaced
+                    # minus undisplaced), both band-split alike at DETAIL_BAND_MM; and the same for the UV
+                    # displacement map against the true height map (texels of the face's size in mm)
+                    mm_px = float(np.median(s.depth0[s.mask])) / k.fx
+                    row[f"{run}_detail"] = own_base_detail_correlation(ds, s.depth, s.depth0, s.mask, k, mm_px)
+                    sig = DETAIL_BAND_MM / mm_px
+                    row[f"{run}_dark_detail"] = corr(highpass(n_dark - n_coarse, m, sig)[m],
+                                                     highpass(truth, m, sig)[m])
+                    uvm = interior(ref.uv_valid, 4)
+                    sig_uv = DETAIL_BAND_MM / _texel_mm(eng.atlas, model)
+                    row[f"{run}_disp"] = corr(highpass(ref.displacement_uv.astype(np.float64), uvm, sig_uv)[uvm],
+                                              highpass(ds.height_uv.astype(np.float64), uvm, sig_uv)[uvm])
                     row[f"{run}_s"] = out.timings_ms["total"] / 1e3
                     # UV: the refined model-space normal map (back to camera space with the fitted
                     # rotation, into the truth's model space with the true one) minus the true smooth map
@@ -174,41 +203,56 @@ def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- photos
 def bench_photos(images: list[Path]) -> dict[str, Any]:
+    """Each photo twice: the product (landmark fit -> photometric identity/pose refinement -> medium -> fine)
+    and without the photometric step (the landmark fit's own coarse mesh: the baseline the live path shows).
+    The reduction is the product's refined render against that landmark-fit coarse render (both over their
+    own refined-face mask, ~same pixels), next to each run's own coarse -> refined reduction."""
     from realtime.capture import load_rgb
     from realtime.correspondence import load_correspondence
     from realtime.errors import UserError
     from realtime.facemodel import load_face_model
     from realtime.refine.job import RefineEngine, RefineRequest
+    from realtime.refine.snapshot import RefineOptions
 
     model = load_face_model()
+    corr_tab = load_correspondence(model)
     rows = []
-    with RefineEngine(model, load_correspondence(model)) as eng:
+    with RefineEngine(model, corr_tab) as eng, \
+            RefineEngine(model, corr_tab, RefineOptions(photometric=False)) as eng_lm:
         eng.run(RefineRequest(image=load_rgb(images[0])))  # warm-up (imports, tracker graph)
         for path in images:
             img = load_rgb(path)
-            t0, c0 = time.perf_counter(), time.process_time()
             try:
+                _, ref_lm = eng_lm.run(RefineRequest(image=img, out_dir=None))
+                t0, c0 = time.perf_counter(), time.process_time()
                 out, ref = eng.run(RefineRequest(image=img, out_dir=None))
             except UserError as exc:
                 rows.append({"image": path.name, "error": str(exc)})
                 continue
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            s = ref.sfs
-            m_in = interior(s.mask, 6)
-            img_c = ref.crop.image
-            e_in = [float(np.abs(s.render(refined=r) - img_c)[m_in].mean() * 255) for r in (False, True)]
+            e_in = []
+            for r in (ref_lm, ref):
+                s = r.sfs
+                m_in = interior(s.mask, 6)
+                e_in += [float(np.abs(s.render(refined=x) - r.crop.image)[m_in].mean() * 255) for x in (False, True)]
+            lm_coarse, lm_refined = ref_lm.photometric_errors()
             coarse, refined = ref.photometric_errors()
             rows.append(
                 {
                     "image": path.name,
                     "size": f"{img.shape[1]}x{img.shape[0]}",
-                    "crop": f"{img_c.shape[1]}x{img_c.shape[0]}",
+                    "crop": f"{ref.crop.image.shape[1]}x{ref.crop.image.shape[0]}",
+                    "landmark_fit_coarse": lm_coarse,
+                    "landmark_fit_refined": lm_refined,
                     "photometric_coarse": coarse,
                     "photometric_refined": refined,
-                    "reduction_pct": 100.0 * (1.0 - refined / coarse),
-                    "interior_coarse": e_in[0],
-                    "interior_refined": e_in[1],
-                    "interior_reduction_pct": 100.0 * (1.0 - e_in[1] / e_in[0]),
+                    "reduction_pct": 100.0 * (1.0 - refined / lm_coarse),
+                    "reduction_own_coarse_pct": 100.0 * (1.0 - refined / coarse),
+                    "reduction_without_photometric_fit_pct": 100.0 * (1.0 - lm_refined / lm_coarse),
+                    "interior_landmark_fit_coarse": e_in[0],
+                    "interior_refined": e_in[3],
+                    "interior_reduction_pct": 100.0 * (1.0 - e_in[3] / e_in[0]),
+                    "photometric_fit_rms": out.photometric_fit_rms,
                     "landmark_px_coarse": ref.landmark_error_px[0],
                     "landmark_px_medium": ref.landmark_error_px[1],
                     "wall_s": wall,
@@ -283,11 +327,13 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
     from realtime.correspondence import load_correspondence
     from realtime.facemodel import load_face_model
     from realtime.landmarks import FaceMeshTracker
+    from realtime.refine.photometric import PhotometricFitter, PhotoView
     from realtime.refine.twoview import JointFitter, ViewInput, rotated_view
     from realtime.synthetic import SyntheticGenerator
 
     model = load_face_model()
     corr_tab = load_correspondence(model)
+    photo = PhotometricFitter(model, corr_tab)
     fa = model.face_area_vertices
     zero = np.zeros(model.n_expressions)
     labels = face_region_labels(model)
@@ -309,7 +355,8 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
         return {r: float(e[labels == r].mean()) for r in REGIONS}
 
     rows = []
-    region_rows: dict[str, list[dict[str, float]]] = {"front": [], "side": [], "joint": [], "mean face": []}
+    region_rows: dict[str, list[dict[str, float]]] = {"front": [], "side": [], "joint": [], "front+photo": [],
+                                                      "two-view photo": [], "mean face": []}
     joint = JointFitter(model, corr_tab)
     # perfect landmarks: no MediaPipe bias table, and no learned landmark regressor in the fitter where it
     # has one (both model MediaPipe's errors, which these points do not have)
@@ -352,6 +399,12 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
             jf = joint.fit(views)
             dt = time.perf_counter() - t0
             singles = [err(np.asarray(f.identity), truth) for f in jf.single_fits]
+            # analysis by synthesis from the single-view landmark fits: both images, and the front one alone
+            t1 = time.perf_counter()
+            ph2 = photo.fit_views([PhotoView(img, v.intrinsics, f, v.track)
+                                   for img, v, f in zip(images, views, jf.single_fits, strict=True)])
+            dt_photo = time.perf_counter() - t1
+            ph1 = photo.fit_views([PhotoView(images[0], views[0].intrinsics, jf.single_fits[0], views[0].track)])
             jp = joint_exact.fit(perfect)
             perfect_singles = [err(np.asarray(f.identity), truth) for f in jp.single_fits]
             # the paper's one-input scheme: the front view plus its reconstruction rendered turned by 30°
@@ -362,7 +415,8 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
                 rot = joint.fit([views[0], ViewInput(rtracks[0], views[0].intrinsics)])
                 rot_err = err(rot.identity, truth)
             for name, idv in (("front", jf.single_fits[0].identity), ("side", jf.single_fits[1].identity),
-                              ("joint", jf.identity), ("mean face", np.zeros(model.n_identity))):
+                              ("joint", jf.identity), ("front+photo", ph1.identity),
+                              ("two-view photo", ph2.identity), ("mean face", np.zeros(model.n_identity))):
                 region_rows[name].append(regions(np.asarray(idv), truth))
             rows.append(
                 {
@@ -372,11 +426,14 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
                     "side_single_mm": singles[1],
                     "best_single_mm": min(singles),
                     "joint_mm": err(jf.identity, truth),
+                    "front_photo_mm": err(ph1.identity, truth),
+                    "twoview_photo_mm": err(ph2.identity, truth),
                     "front_plus_rendered_30_mm": rot_err,
                     "mean_face_mm": err(np.zeros(model.n_identity), truth),
                     "perfect_lm_best_single_mm": min(perfect_singles),
                     "perfect_lm_joint_mm": err(jp.identity, truth),
                     "joint_s": dt,
+                    "twoview_photo_s": dt_photo,
                 }
             )
     ok = [r for r in rows if "error" not in r]
@@ -385,6 +442,10 @@ def bench_twoview(n: int, seed: int) -> dict[str, Any]:
     )
     if ok:
         summary["joint_vs_best_single_pct"] = 100.0 * (1.0 - summary["joint_mm"] / summary["best_single_mm"])
+        summary["twoview_photo_vs_best_single_pct"] = 100.0 * (
+            1.0 - summary["twoview_photo_mm"] / summary["best_single_mm"])
+        summary["front_photo_vs_front_pct"] = 100.0 * (
+            1.0 - summary["front_photo_mm"] / summary["front_single_mm"])
         summary["perfect_lm_joint_vs_best_single_pct"] = 100.0 * (
             1.0 - summary["perfect_lm_joint_mm"] / summary["perfect_lm_best_single_mm"])
     per_region = {name: {r: statistics.mean(d[r] for d in lst) for r in REGIONS}
@@ -526,10 +587,14 @@ def main() -> int:
             print("\n== detail: synthetic wrinkles/bumps, correlation of the recovered normal detail with the truth")
             print("   (deviation from the true smooth surface; e2e = landmarks -> fit -> medium -> fine, "
                   "stage = fine stage on the true coarse face)")
+            print("   det = the product's detail n(refined) - n(its own base) vs n(displaced) - n(undisplaced), "
+                  "both high-passed at 5 mm; dark det = 'dark is deep' the same way; disp = UV displacement "
+                  "map vs true height map, both high-passed at 5 mm")
             cols = ("e2e_refined", "e2e_coarse", "e2e_dark_is_deep", "e2e_refined_hp5", "stage_refined",
-                    "stage_coarse", "stage_refined_hp5", "e2e_old", "e2e_uv", "stage_uv", "e2e_s")
+                    "stage_coarse", "stage_refined_hp5", "e2e_old", "e2e_uv", "stage_uv", "e2e_detail",
+                    "stage_detail", "e2e_dark_detail", "e2e_disp", "stage_disp", "e2e_s")
             heads = ("e2e", "coarse", "dark=deep", "e2e hp5", "stage", "coarse", "st hp5", "old", "e2e uv",
-                     "stage uv", "s")
+                     "stage uv", "e2e det", "st det", "dark det", "e2e disp", "st disp", "s")
             print(f"{'light':>7} {'#':>4} " + " ".join(f"{h:>9}" for h in heads))
             for r in res["detail"]["samples"]:
                 print(f"{r['light']:>7} {r['sample']:>4} " + " ".join(
@@ -543,19 +608,20 @@ def main() -> int:
             print(
                 "\n== photos: photometric error (grey levels) of coarse vs refined render, refined face"
             )
+            print("   lm = landmark fit only (no photometric step): its coarse and refined render; product = "
+                  "with the photometric identity/pose step; red. = product refined vs the landmark fit's coarse")
             print(
-                f"{'image':>20} {'coarse':>7} {'refined':>7} {'red.%':>6} {'int.c':>6} {'int.r':>6} "
-                f"{'int.%':>6} "
-                f"{'lm px c/m':>10} {'wall s':>6} {'cpu s':>6}"
+                f"{'image':>20} {'lm c':>6} {'lm r':>6} {'lm %':>6} {'coarse':>6} {'refined':>7} {'red.%':>6} "
+                f"{'int.%':>6} {'lm px c/m':>10} {'wall s':>6} {'cpu s':>6}"
             )
             for r in res["photos"]["images"]:
                 if "error" in r:
                     print(f"{r['image']:>20} error: {r['error']}")
                     continue
                 print(
-                    f"{r['image']:>20} {r['photometric_coarse']:7.2f} {r['photometric_refined']:7.2f} "
-                    f"{r['reduction_pct']:6.1f} {r['interior_coarse']:6.2f} {r['interior_refined']:6.2f} "
-                    f"{r['interior_reduction_pct']:6.1f} "
+                    f"{r['image']:>20} {r['landmark_fit_coarse']:6.2f} {r['landmark_fit_refined']:6.2f} "
+                    f"{r['reduction_without_photometric_fit_pct']:6.1f} {r['photometric_coarse']:6.2f} "
+                    f"{r['photometric_refined']:7.2f} {r['reduction_pct']:6.1f} {r['interior_reduction_pct']:6.1f} "
                     f"{r['landmark_px_coarse']:4.2f}/{r['landmark_px_medium']:4.2f} "
                     f"{r['wall_s']:6.2f} {r['cpu_s']:6.2f}"
                 )
@@ -577,7 +643,7 @@ def main() -> int:
             )
             print(
                 f"{'pair':>4} {'side yaw':>8} {'front':>6} {'side':>6} {'best 1':>6} {'joint':>6} "
-                f"{'mean face':>9} {'front+30° render':>16}"
+                f"{'mean face':>9} {'front+30° render':>16} {'front+photo':>11} {'2-view photo':>12} {'photo s':>7}"
             )
             for r in res["twoview"]["pairs"]:
                 if "error" in r:
@@ -587,16 +653,20 @@ def main() -> int:
                     f"{r['pair']:>4} {r['side_yaw']:8.1f} {r['front_single_mm']:6.2f} "
                     f"{r['side_single_mm']:6.2f} "
                     f"{r['best_single_mm']:6.2f} {r['joint_mm']:6.2f} {r['mean_face_mm']:9.2f} "
-                    f"{r['front_plus_rendered_30_mm']:16.2f}"
+                    f"{r['front_plus_rendered_30_mm']:16.2f} {r['front_photo_mm']:11.2f} {r['twoview_photo_mm']:12.2f} "
+                    f"{r['twoview_photo_s']:7.2f}"
                 )
             m = res["twoview"]["mean"]
             if m:
                 print(
                     f"{'mean':>4} {'':8} {m['front_single_mm']:6.2f} {m['side_single_mm']:6.2f} "
                     f"{m['best_single_mm']:6.2f} {m['joint_mm']:6.2f} {m['mean_face_mm']:9.2f} "
-                    f"{m['front_plus_rendered_30_mm']:16.2f}   "
-                    f"joint vs best single: {m['joint_vs_best_single_pct']:+.1f} %"
+                    f"{m['front_plus_rendered_30_mm']:16.2f} {m['front_photo_mm']:11.2f} {m['twoview_photo_mm']:12.2f} "
+                    f"{m['twoview_photo_s']:7.2f}"
                 )
+                print(f"   vs best single view: joint landmark fit {m['joint_vs_best_single_pct']:+.1f} %, two-view "
+                      f"photometric {m['twoview_photo_vs_best_single_pct']:+.1f} % (positive = lower error); "
+                      f"front + photometric vs front: {m['front_photo_vs_front_pct']:+.1f} %")
                 print(
                     f"   perfect landmarks (model points of the true face projected): best single "
                     f"{m['perfect_lm_best_single_mm']:.2f}, joint {m['perfect_lm_joint_mm']:.2f} mm "

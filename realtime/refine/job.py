@@ -16,6 +16,7 @@ from realtime.correspondence import Correspondence
 from realtime.errors import BadInputError
 from realtime.facemodel import MorphableModel
 from realtime.refine.export import ExportedSnapshot, export_snapshot, visible_depth
+from realtime.refine.photometric import PhotoFitResult, PhotometricFitter, PhotoView
 from realtime.refine.snapshot import RefinedFace, RefineOptions, refine_snapshot
 from realtime.refine.twoview import JointFit, JointFitter, ViewInput, is_side_view, rotated_view
 from realtime.refine.uv import UVAtlas, View
@@ -69,6 +70,8 @@ class RefineOutcome:
     export: ExportedSnapshot | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     views: int = 1
+    photometric_fit_rms: tuple[float, float] | None = None
+    """Colour residual (grey levels) of the landmark fit and of its photometric refinement, if run."""
     pose: Pose | None = None
     """Head pose of the fit (model -> camera): the window turns the refined head to face its orbit view."""
 
@@ -96,6 +99,7 @@ class RefineEngine:
         self.options = options or RefineOptions()
         self.atlas = UVAtlas.build(model, self.options.uv_size)
         self.joint = JointFitter(model, correspondence)
+        self.photo = PhotometricFitter(model, correspondence, self.options.photo)
         self._tracker: object | None = None
 
     def _track(self, image: np.ndarray, what: str) -> FaceTrack:
@@ -118,7 +122,12 @@ class RefineEngine:
         self.close()
 
     def fit_views(self, req: RefineRequest,
-                  timings: dict[str, float]) -> tuple[FaceTrack, FaceFit, JointFit | None, list[View]]:
+                  timings: dict[str, float]
+                  ) -> tuple[FaceTrack, FaceFit, JointFit | None, list[View], PhotoFitResult | None]:
+        """Landmarks, the (joint) landmark fit, then the photometric refinement of its identity and pose.
+
+        Returns the track, the fit of the front (only) image, the joint fit (two views), the other images
+        as texture views, and the photometric refinement (None when off or skipped)."""
         t0 = time.perf_counter()
         h, w = req.image.shape[:2]
         k = req.intrinsics or Intrinsics.from_fov(w, h)
@@ -153,18 +162,38 @@ class RefineEngine:
         else:
             fit = self.joint.fit(views, iterations=0).fits[0]
         timings["fit"] = (time.perf_counter() - t1) * 1e3
+        photo: PhotoFitResult | None = None
+        if self.options.photometric:
+            # analysis by synthesis over the real images (a rendered 30° view only repeats the front one)
+            t2 = time.perf_counter()
+            if joint is not None and req.side_image is not None:
+                singles = joint.single_fits
+                photo_views = [PhotoView(req.image, k, singles[0], track),
+                               PhotoView(req.side_image, extra[0][1], singles[1], views[1].track)]
+            else:
+                photo_views = [PhotoView(req.image, k, fit, track)]
+            try:
+                photo = self.photo.fit_views(photo_views)
+            except ValueError as exc:   # a face (almost) outside the image: keep the landmark fit
+                log.warning("photometric fit skipped: %s", exc)
+            if photo is not None:
+                fit = photo.fits[0]
+                if joint is not None and req.side_image is not None:
+                    joint = JointFit(photo.fits, photo.identity, joint.single_fits,
+                                     joint.residual_px)
+            timings["photometric_fit"] = (time.perf_counter() - t2) * 1e3
         tex_views: list[View] = []
         if joint is not None:
             for (img, kk), f in zip(extra, joint.fits[1:], strict=False):
                 depth = visible_depth(np.asarray(f.vertices_mm), self.model.triangles, kk.width, kk.height,
                                       kk.project)
                 tex_views.append(View(img, np.asarray(f.vertices_mm), kk, depth))
-        return track, fit, joint, tex_views
+        return track, fit, joint, tex_views, photo
 
     def run(self, req: RefineRequest) -> tuple[RefineOutcome, RefinedFace]:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        track, fit, joint, side_views = self.fit_views(req, timings)
+        track, fit, joint, side_views, photo = self.fit_views(req, timings)
         h, w = req.image.shape[:2]
         k = req.intrinsics or Intrinsics.from_fov(w, h)
         try:
@@ -190,6 +219,8 @@ class RefineEngine:
                 "photometric_error_grey": dict(zip(("coarse", "refined"), refined.photometric_errors(),
                                                    strict=True)),
                 "landmark_error_px": dict(zip(("coarse", "medium"), refined.landmark_error_px, strict=True)),
+                "photometric_fit_rms_grey": (None if photo is None else dict(zip(
+                    ("landmark_fit", "refined"), photo.photometric_rms, strict=True))),
                 "reason": req.reason,
                 "frame_index": req.frame_index,
             }
@@ -206,7 +237,8 @@ class RefineEngine:
             photometric_error=refined.photometric_errors(),
             landmark_error_px=refined.landmark_error_px, displacement_uv=refined.displacement_uv,
             normal_uv=refined.normal_uv, uv_valid=refined.uv_valid, export=exported, timings_ms=timings,
-            views=1 if joint is None else len(joint.fits), pose=fit.pose)
+            views=1 if joint is None else len(joint.fits), pose=fit.pose,
+            photometric_fit_rms=None if photo is None else photo.photometric_rms)
         return outcome, refined
 
 

@@ -16,6 +16,7 @@ from realtime.camera import Intrinsics
 from realtime.correspondence import Correspondence
 from realtime.facemodel import MorphableModel
 from realtime.refine.medium import landmark_weights, laplacian_deform, vertex_regions
+from realtime.refine.photometric import PhotoFitOptions
 from realtime.refine.raster import Raster, depth_map, rasterize
 from realtime.refine.sfs import SfsOptions, SfsResult, run_sfs
 from realtime.refine.uv import UVAtlas, sample_image, vertex_normals
@@ -33,6 +34,9 @@ class RefineOptions:
     max_crop_px: int = 260
     uv_size: int = 256
     medium: bool = True
+    photometric: bool = True
+    """Refine the landmark fit's identity and pose against the image(s) first (``realtime.refine.photometric``)."""
+    photo: PhotoFitOptions = field(default_factory=PhotoFitOptions)
     sfs: SfsOptions = field(default_factory=SfsOptions)
 
 
