@@ -31,6 +31,9 @@ def test_refine_cli_exports_all_files(refined_dir: Path) -> None:
     # the refined geometry explains the shading better (-13 % here; it was -39 % while the depth still
     # carved the dark brow hair and the nostrils' shadows in as grooves and pits, see the test below)
     assert pe["refined"] < 0.9 * pe["coarse"]
+    # the analysis-by-synthesis step explains the skin's colours better than the landmark fit it starts from
+    rms = meta["parameters"]["photometric_fit_rms_grey"]
+    assert rms["refined"] < 0.9 * rms["landmark_fit"]
 
 
 @pytest.mark.slow

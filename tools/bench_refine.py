@@ -121,7 +121,7 @@ def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
     corr_tab = load_correspondence(model)
     rows = []
     with SyntheticGenerator(model, 512, 512, seed=seed) as gen, RefineEngine(model, corr_tab) as eng, \
-            RefineEngine(model, corr_tab, RefineOptions(medium=False)) as eng_true:
+            RefineEngine(model, corr_tab, RefineOptions(medium=False, photometric=False)) as eng_true:
         for light in lights:
             for i in range(n):
                 rng = np.random.default_rng(seed * 1000 + i)

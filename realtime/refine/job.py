@@ -152,7 +152,9 @@ class RefineEngine:
             except BadInputError:
                 log.warning("no face found in the rotated rendering; single-view fit")
         if len(views) > 1:
-            joint = self.joint.fit(views)
+            # the photometric step starts from the single-view fits: skip the joint landmark iterations then
+            photo_next = self.options.photometric and req.side_image is not None
+            joint = self.joint.fit(views, iterations=0 if photo_next else 4)
             fit = joint.fits[0]
             if req.side_image is not None and not is_side_view(joint.fits[1]):
                 log.warning("the side image is turned only %.0f° (two-view works best from 35°)",

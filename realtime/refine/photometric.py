@@ -56,8 +56,8 @@ class PhotoFitOptions:
     """Residual scale of the colour term (intensities in [0, 1])."""
     photo_correlation: float = 4.0
     """Each vertex residual counts 1/this: neighbouring vertices sample overlapping (blurred) pixels."""
-    landmark_sigma_mm: float = 1.0
-    identity_sigma: float = 1.0
+    landmark_sigma_mm: float = 2.0
+    identity_sigma: float = 0.5
     rotation_sigma_deg: float = 2.0
     translation_sigma_mm: float = 5.0
     huber: float = 2.0
