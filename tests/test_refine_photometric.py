@@ -99,3 +99,28 @@ def _rotvec_of(r: np.ndarray) -> np.ndarray:
 
     w, _ = cv2.Rodrigues(np.asarray(r, np.float64))
     return np.asarray(w).ravel()
+
+
+@pytest.mark.slow
+def test_refine_job_runs_the_two_view_photometric_fit(face_model, pair, tmp_path) -> None:
+    """The job (as `realtime-face refine FRONT --side SIDE`): tracks both renders, fits them, refines the
+    identity against both images, then runs the medium/fine stages on the front view and exports."""
+    import json
+
+    from realtime.refine.job import RefineEngine, RefineRequest
+
+    corr, ident, views = pair
+    with RefineEngine(face_model, corr) as eng:
+        out, refined = eng.run(RefineRequest(image=views[0].image, intrinsics=views[0].intrinsics,
+                                             side_image=views[1].image, side_intrinsics=views[1].intrinsics,
+                                             out_dir=str(tmp_path)))
+    assert out.views == 2
+    assert out.photometric_fit_rms is not None
+    assert out.photometric_fit_rms[1] < 0.7 * out.photometric_fit_rms[0]
+    assert out.timings_ms["photometric_fit"] > 0
+    assert np.isfinite(out.detailed_vertices_mm).all()
+    meta = json.loads((tmp_path / "face.json").read_text())
+    assert meta["parameters"]["views"] == 2
+    fitted = np.asarray(meta["parameters"]["identity"])
+    singles = [_aligned_error(face_model, v.fit.identity, ident) for v in views]
+    assert _aligned_error(face_model, fitted, ident) < min(singles)
