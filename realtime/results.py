@@ -52,6 +52,9 @@ class FaceTrack:
     """x0, y0, x1, y1 of the landmarks' bounding box."""
     track_id: int = 0
     """Stable while the face stays tracked; a new id after the track is lost."""
+    iris_diameter_px: np.ndarray | None = None
+    """(2,) horizontal limbus diameter measured in the image per eye (subject's right, left; NaN where it
+    could not be measured), ``realtime.iris``; None when not measured (e.g. landmarks read from a file)."""
 
 
 @dataclass(slots=True)

@@ -446,6 +446,7 @@ def calibrate_iris(rep: Report, model: MorphableModel, n: int, seed: int) -> Non
 
     rig = eye_rig(model)
     implied: list[tuple[float, float]] = []
+    edges: list[float] = []   # the image-measured limbus (realtime.iris), NaN where not measured
     with SyntheticGenerator(model, 512, 512, seed=seed) as gen, \
             FaceMeshTracker(max_faces=1, static=True) as tr:
         for _ in range(n):
@@ -461,13 +462,27 @@ def calibrate_iris(rep: Report, model: MorphableModel, n: int, seed: int) -> Non
                 q = rot @ (centres[e] + [0.0, 0.0, rig.iris_depth_mm]) + s.pose.translation_mm
                 unit = s.intrinsics.fx / q[2] * fore
                 implied.append((chords[e, 0] / unit[0], chords[e, 1] / unit[1]))
+                edge = tracks[0].iris_diameter_px
+                edges.append(float(edge[e]) / unit[0] if edge is not None else math.nan)
     a = np.array(implied)
+    ed = np.array(edges)
+    ok = ed[np.isfinite(ed)]
     sec = f"iris calibration ({len(a)} eyes, seed {seed})"
     for k, name in enumerate(("horizontal 469-471", "vertical 470-472")):
         rep.add(sec, f"MediaPipe ring chord {name}: median", float(np.median(a[:, k])), 11.7, "true iris",
                 "→ FitOptions.iris_chords_mm", "mm", len(a))
         rep.add(sec, f"MediaPipe ring chord {name}: sd", float(a[:, k].std()), None, "",
                 "→ FitOptions.iris_chords_sd_mm", "mm", len(a))
+        rep.add(sec, f"MediaPipe ring chord {name}: robust sd (1.4826 MAD)",
+                float(1.4826 * np.median(np.abs(a[:, k] - np.median(a[:, k])))), None, "", "", "mm", len(a))
+    if ok.size:
+        rep.add(sec, "image limbus diameter (realtime.iris): median", float(np.median(ok)), 11.7, "true iris",
+                "→ FitOptions.iris_edge_mm", "mm", len(ok))
+        rep.add(sec, "image limbus diameter: sd", float(ok.std()), None, "", "", "mm", len(ok))
+        rep.add(sec, "image limbus diameter: robust sd (1.4826 MAD)",
+                float(1.4826 * np.median(np.abs(ok - np.median(ok)))), None, "", "", "mm", len(ok))
+        rep.add(sec, "image limbus diameter: eyes measured", 100.0 * ok.size / max(ed.size, 1), None, "",
+                "", "%", ed.size)
 
 
 # --- main --------------------------------------------------------------------------------------------------

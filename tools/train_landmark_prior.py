@@ -57,7 +57,8 @@ def generate(data: Path, count: int, seed: int) -> None:
                 gen.skip(CHUNK)   # keep the sample stream identical whatever was cached
                 continue
             rec: dict[str, list[np.ndarray]] = {k: [] for k in (
-                "lm", "presence", "identity", "expression", "rotation", "translation", "intr", "found")}
+                "lm", "presence", "identity", "expression", "rotation", "translation", "intr", "found",
+                "iris_edge")}
             for _ in range(CHUNK):
                 s = gen.sample()
                 tracks = tracker.track(s.image)
@@ -65,6 +66,8 @@ def generate(data: Path, count: int, seed: int) -> None:
                 rec["lm"].append(tracks[0].landmarks_px.astype(np.float32) if tracks
                                  else np.zeros((478, 3), np.float32))
                 rec["presence"].append(np.array(float(tracks[0].presence) if tracks else 0.0, np.float32))
+                edge = tracks[0].iris_diameter_px if tracks else None
+                rec["iris_edge"].append(np.asarray(edge if edge is not None else (np.nan, np.nan), np.float32))
                 rec["identity"].append(s.identity)
                 rec["expression"].append(s.expression)
                 rec["rotation"].append(s.pose.rotation.astype(np.float32))
@@ -72,25 +75,91 @@ def generate(data: Path, count: int, seed: int) -> None:
                 k = s.intrinsics
                 rec["intr"].append(np.array([k.fx, k.fy, k.cx, k.cy, k.width, k.height], np.float32))
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **{k: np.asarray(v) for k, v in rec.items()})
+            from realtime.iris import DEFAULT_OPTIONS
+
+            arrays = {k: np.asarray(v) for k, v in rec.items()}
+            np.savez(tmp, **arrays, iris_edge_version=np.array(repr(DEFAULT_OPTIONS)))
             tmp.replace(path)
             done += 1
             log.info("renders: chunk %d/%d of seed %d (%.0f s)", done, len(todo), seed,
                      time.perf_counter() - t0)
 
 
+def add_iris_edges(data: Path) -> None:
+    """Chunks written before the image iris measurement existed: re-render their sample streams (the same
+    seeds, the same order) and add ``iris_edge`` (the limbus diameters of ``realtime.iris``, measured at
+    the stored MediaPipe rings). Each sample's identity is checked against the stored one."""
+    from realtime.facemodel import load_face_model
+    from realtime.iris import DEFAULT_OPTIONS, measure_iris_diameters
+    from realtime.synthetic import SyntheticGenerator
+
+    version = repr(DEFAULT_OPTIONS)   # measurements of other settings are redone
+
+    def current(path: Path) -> bool:
+        with np.load(path) as z:
+            return "iris_edge_version" in z.files and str(z["iris_edge_version"]) == version
+
+    chunks = sorted(p for p in data.glob("s*_c*.npz") if not p.name.endswith(".tmp.npz"))
+    seeds = sorted({int(p.name[1:].split("_c")[0]) for p in chunks})
+    model = load_face_model()
+    t0 = time.perf_counter()
+    for seed in seeds:
+        mine = {int(p.stem.split("_c")[1]): p for p in chunks if p.name.startswith(f"s{seed}_c")}
+        todo = [c for c, p in mine.items() if not current(p)]
+        if not todo:
+            continue
+        with SyntheticGenerator(model, 512, 512, seed=seed) as gen:
+            for c in range(max(todo) + 1):
+                if c not in todo:
+                    gen.skip(CHUNK)
+                    continue
+                with np.load(mine[c]) as z:
+                    rec = {k: z[k] for k in z.files}
+                edges = np.full((len(rec["lm"]), 2), np.nan, np.float32)
+                for i in range(len(rec["lm"])):
+                    s = gen.sample()
+                    if not np.allclose(s.identity, rec["identity"][i], atol=1e-5):
+                        raise SystemExit(f"train_landmark_prior: {mine[c].name} was rendered by another generator "
+                                         "version (sample stream differs); regenerate it")
+                    if rec["found"][i]:
+                        edges[i] = measure_iris_diameters(s.image, rec["lm"][i])
+                rec["iris_edge"] = edges
+                rec["iris_edge_version"] = np.array(version)
+                tmp = mine[c].with_suffix(".tmp.npz")
+                np.savez(tmp, **rec)
+                tmp.replace(mine[c])
+                log.info("iris edges: chunk %d of seed %d (%.0f s)", c, seed, time.perf_counter() - t0)
+
+
 def load_chunks(data: Path) -> dict[str, np.ndarray]:
+    """All chunks of a cache, renders without a face dropped. Where a chunk has image iris measurements
+    (``iris_edge``), each measured eye's MediaPipe ring is rescaled to them, as the fitter does at run time
+    (``FaceFitter._observe``), so that the regressor learns from the iris size the application will see."""
+    from realtime.fitting import FitOptions
+    from realtime.iris import rescale_iris_rings
+
+    opts = FitOptions()
+    ring_per_limbus = opts.iris_chords_mm[0] / opts.iris_edge_mm
     files = sorted(p for p in data.glob("s*_c*.npz") if not p.name.endswith(".tmp.npz"))
     if not files:
         raise SystemExit(f"train_landmark_prior: no data chunks in {data}")
     parts: dict[str, list[np.ndarray]] = {}
+    measured = 0
     for f in files:
         with np.load(f) as z:
-            for k in z.files:
-                parts.setdefault(k, []).append(z[k])
+            chunk = {k: z[k] for k in z.files}
+        edges = chunk.pop("iris_edge", None)
+        chunk.pop("iris_edge_version", None)
+        if edges is not None:
+            chunk["lm"] = np.stack([rescale_iris_rings(lm, e, ring_per_limbus)
+                                    for lm, e in zip(chunk["lm"], edges, strict=True)]).astype(np.float32)
+            measured += int(np.isfinite(edges).sum())
+        for k, v in chunk.items():
+            parts.setdefault(k, []).append(v)
     d = {k: np.concatenate(v) for k, v in parts.items()}
     keep = d["found"].astype(bool)
-    log.info("%d chunks, %d samples, %d with a face", len(files), keep.size, int(keep.sum()))
+    log.info("%d chunks, %d samples, %d with a face, %d eyes with an image iris measurement", len(files),
+             keep.size, int(keep.sum()), measured)
     return {k: v[keep] for k, v in d.items()}
 
 
