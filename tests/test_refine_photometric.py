@@ -40,16 +40,18 @@ def pair(face_model):
             assert tracks
             samples.append(smp)
             views.append(ViewInput(tracks[0], smp.intrinsics))
-    singles = JointFitter(m, corr).fit(views, iterations=0).single_fits
-    photo_views = [PhotoView(s.image, v.intrinsics, f, v.track) for s, v, f in zip(samples, views, singles,
+    jf = JointFitter(m, corr).fit(views, iterations=0)
+    # each view fitted with the most frontal view's identity locked: what the refine job hands over
+    photo_views = [PhotoView(s.image, v.intrinsics, f, v.track) for s, v, f in zip(samples, views, jf.fits,
                                                                                     strict=True)]
-    return corr, ident, photo_views
+    single_errors = [_aligned_error(m, f.identity, ident) for f in jf.single_fits]
+    return corr, ident, photo_views, single_errors
 
 
 def test_jacobian_matches_finite_differences(face_model, pair) -> None:
     """The analytic colour and landmark Jacobians (identity modes and pose) against finite differences on a
     real render. Bilinear sampling is only piecewise smooth, so the colour columns agree to ~10 %."""
-    corr, _, views = pair
+    corr, _, views, _ = pair
     pf = PhotometricFitter(face_model, corr)
     vs = pf._prepare(views[1])
     pf._set_level(vs, 2.0)
@@ -78,13 +80,12 @@ def test_jacobian_matches_finite_differences(face_model, pair) -> None:
 
 @pytest.mark.slow
 def test_two_view_photometric_fit_beats_the_landmark_fits(face_model, pair) -> None:
-    corr, ident, views = pair
+    corr, ident, views, singles = pair
     res = PhotometricFitter(face_model, corr).fit_views(views)
     assert len(res.fits) == 2
     assert np.allclose(res.fits[0].identity, res.fits[1].identity)
     # the colour residual of the visible skin drops (grey levels)
     assert res.photometric_rms[1] < 0.7 * res.photometric_rms[0]
-    singles = [_aligned_error(face_model, v.fit.identity, ident) for v in views]
     joint = _aligned_error(face_model, res.identity, ident)
     print("single-view landmark fits", singles, "two-view photometric", joint, res.photometric_rms)
     assert joint < 0.9 * min(singles)
@@ -109,11 +110,11 @@ def test_refine_job_runs_the_two_view_photometric_fit(face_model, pair, tmp_path
 
     from realtime.refine.job import RefineEngine, RefineRequest
 
-    corr, ident, views = pair
+    corr, ident, views, singles = pair
     with RefineEngine(face_model, corr) as eng:
-        out, refined = eng.run(RefineRequest(image=views[0].image, intrinsics=views[0].intrinsics,
-                                             side_image=views[1].image, side_intrinsics=views[1].intrinsics,
-                                             out_dir=str(tmp_path)))
+        out, _ = eng.run(RefineRequest(image=views[0].image, intrinsics=views[0].intrinsics,
+                                       side_image=views[1].image, side_intrinsics=views[1].intrinsics,
+                                       out_dir=str(tmp_path)))
     assert out.views == 2
     assert out.photometric_fit_rms is not None
     assert out.photometric_fit_rms[1] < 0.7 * out.photometric_fit_rms[0]
@@ -122,5 +123,4 @@ def test_refine_job_runs_the_two_view_photometric_fit(face_model, pair, tmp_path
     meta = json.loads((tmp_path / "face.json").read_text())
     assert meta["parameters"]["views"] == 2
     fitted = np.asarray(meta["parameters"]["identity"])
-    singles = [_aligned_error(face_model, v.fit.identity, ident) for v in views]
     assert _aligned_error(face_model, fitted, ident) < min(singles)

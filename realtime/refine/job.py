@@ -152,7 +152,8 @@ class RefineEngine:
             except BadInputError:
                 log.warning("no face found in the rotated rendering; single-view fit")
         if len(views) > 1:
-            # the photometric step starts from the single-view fits: skip the joint landmark iterations then
+            # the photometric step starts from the views fitted with the most frontal view's identity locked:
+            # skip the joint landmark iterations then
             photo_next = self.options.photometric and req.side_image is not None
             joint = self.joint.fit(views, iterations=0 if photo_next else 4)
             fit = joint.fits[0]
@@ -169,9 +170,9 @@ class RefineEngine:
             # analysis by synthesis over the real images (a rendered 30° view only repeats the front one)
             t2 = time.perf_counter()
             if joint is not None and req.side_image is not None:
-                singles = joint.single_fits
-                photo_views = [PhotoView(req.image, k, singles[0], track),
-                               PhotoView(req.side_image, extra[0][1], singles[1], views[1].track)]
+                # per-view landmark fits with the most frontal view's identity locked (iterations=0 above)
+                photo_views = [PhotoView(req.image, k, joint.fits[0], track),
+                               PhotoView(req.side_image, extra[0][1], joint.fits[1], views[1].track)]
             else:
                 photo_views = [PhotoView(req.image, k, fit, track)]
             try:

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class PhotoFitOptions:
-    iterations: int = 10
+    iterations: int = 13
     face_px: int = 320
     """The face's bounding box is resampled to about this many pixels (≈ 1 mm per pixel)."""
     blur_px: tuple[float, ...] = (2.0, 0.0)
@@ -66,6 +66,8 @@ class PhotoFitOptions:
     max_vertices: int = 4000
     """Per view: the skin vertices are subsampled to at most this many."""
     band2_ridge: float = 1e-5
+    pose_iterations: int = 3
+    """The first iterations move only the per-view poses (identity held)."""
     saturation: float = 0.97
     """Vertices whose colour reaches this (or 1 - this) in any channel are left out (clipped pixels)."""
 
@@ -372,12 +374,13 @@ class PhotometricFitter:
 
     # ------------------------------------------------------------------------------------------ solve
     def fit_views(self, views: Sequence[PhotoView]) -> PhotoFitResult:
-        """Each view carries its own single-view landmark fit: start from the most frontal view's identity
-        (its landmarks are the least self-occluded) with the prior centred at the views' mean identity."""
+        """Start from, and centre the identity prior at, the most frontal view's identity (its landmarks are
+        the least self-occluded). The other views' fits should be landmark fits with that identity locked
+        (``JointFitter.fit(views, iterations=0).fits``): a side view's own single-view fit can collapse to a
+        wrong identity, and its pose and expression with it."""
         yaws = [abs(v.fit.pose.euler_deg()[0]) for v in views]
         start = np.asarray(views[int(np.argmin(yaws))].fit.identity, np.float64)
-        centre = np.mean([np.asarray(v.fit.identity, np.float64) for v in views], axis=0)
-        return self.fit(views, start, centre)
+        return self.fit(views, start, start)
 
     def fit(self, views: Sequence[PhotoView], identity: np.ndarray | None = None,
             prior_centre: np.ndarray | None = None) -> PhotoFitResult:
@@ -417,6 +420,9 @@ class PhotometricFitter:
                         rms.append(terms.rms)
             # priors (identity at its centre, pose at the landmark fit's)
             h[:n_k, :n_k] += np.eye(n_k) / o.identity_sigma**2
+            if it < o.pose_iterations:
+                # first align each view (pose only): a side view's landmark pose can be degrees off
+                h[:n_k, :n_k] += np.eye(n_k) * 1e9
             g[:n_k] += (alpha - centre) / o.identity_sigma**2
             for i, vs in enumerate(states):
                 b = n_k + 6 * i
