@@ -48,6 +48,18 @@ def test_reconstruct_photo(images_dir, tmp_path, name, face_model, capsys):
     box = np.sqrt(np.prod(gt.max(axis=0) - gt.min(axis=0)))
     nme = float(np.linalg.norm(p2 - gt, axis=1).mean() / box)
     assert nme < 0.08, nme
+    # The identity and pose were refined against the photo's shading: the colour residual went down.
+    photo = params["photometric_fit_rms_grey"]
+    assert photo is not None and photo["refined"] < photo["landmark_fit"], photo
+    assert params["timings_ms"]["photometric"] > 0
+
+
+def test_reconstruct_without_photometric(images_dir, tmp_path, capsys):
+    out = tmp_path / "rec"
+    assert main(["reconstruct", str(images_dir / f"{IMAGE_NAMES[0]}.jpg"), "--out", str(out),
+                 "--texture-size", "64", "--no-photometric"]) == 0
+    params = json.loads((out / "params.json").read_text())
+    assert params["photometric_fit_rms_grey"] is None and "photometric" not in params["timings_ms"]
 
 
 def test_reconstruct_errors(tmp_path, capsys):
