@@ -217,6 +217,7 @@ class PhotometricFitter:
 
     # ------------------------------------------------------------------------------------------ set-up
     def _prepare(self, view: PhotoView) -> _ViewState:
+        # imported here: snapshot imports this module (RefineOptions.photo)
         from realtime.refine.snapshot import RefineOptions, make_crop
 
         fit = view.fit
