@@ -99,14 +99,15 @@ def measure_iris_diameters(image_rgb: np.ndarray, landmarks_px: np.ndarray,
     il = left[np.argmin(grad[..., left], axis=2)]
     ir = right[np.argmax(grad[..., right], axis=2)]
 
+    flat = grad.reshape(-1, n_s)
+    rows = np.arange(flat.shape[0])
+
     def subsample(idx: np.ndarray) -> np.ndarray:
-        i = np.clip(idx, 1, n_s - 2)
-        g0 = np.take_along_axis(grad, (i - 1)[..., None], axis=2)[..., 0]
-        g1 = np.take_along_axis(grad, i[..., None], axis=2)[..., 0]
-        g2 = np.take_along_axis(grad, (i + 1)[..., None], axis=2)[..., 0]
+        i = np.clip(idx.reshape(-1), 1, n_s - 2)
+        g0, g1, g2 = flat[rows, i - 1], flat[rows, i], flat[rows, i + 1]
         den = g0 - 2.0 * g1 + g2
         shift = np.where(np.abs(den) > 1e-12, 0.5 * (g0 - g2) / np.where(den == 0, 1.0, den), 0.0)
-        return t[i] + np.clip(shift, -1.0, 1.0) * opts.step
+        return (t[i] + np.clip(shift, -1.0, 1.0) * opts.step).reshape(idx.shape)
 
     chord = (subsample(ir) - subsample(il)) * radius[:, None]                   # px, (eyes, lines)
     off = np.asarray(opts.line_offsets)[None, :] * radius[:, None]
