@@ -114,6 +114,12 @@ class FitOptions:
     horizontal / vertical ring chords). Where it was measured, the eye's MediaPipe ring is rescaled
     about its centre to agree with it before anything reads the ring (the iris depth term, and the learned
     prior, whose only absolute-size cue is the iris size relative to the face)."""
+    @property
+    def ring_per_limbus(self) -> float:
+        """MediaPipe's horizontal ring chord per image-measured limbus diameter: a measured eye's ring is
+        rescaled by this × its measured diameter (the fitter at run time, the prior's trainer on its data)."""
+        return self.iris_chords_mm[0] / self.iris_edge_mm
+
     iris_when_locked: bool = False
     """Keep the iris term after the identity lock (off: the locked identity carries the scale, and the
     per-frame iris diameter is the noisiest measurement we have)."""
@@ -415,9 +421,8 @@ class FaceFitter:
     # ------------------------------------------------------------------ observations and init
     def _observe(self, track: FaceTrack) -> _Observation:
         lm = np.asarray(track.landmarks_px, np.float64)
-        edge = getattr(track, "iris_diameter_px", None)
-        if edge is not None:
-            lm = rescale_iris_rings(lm, edge, self.options.iris_chords_mm[0] / self.options.iris_edge_mm)
+        if track.iris_diameter_px is not None:
+            lm = rescale_iris_rings(lm, track.iris_diameter_px, self.options.ring_per_limbus)
         iris = iris_chords_px(lm)
         obs = _Observation(uv=lm[:N_SURFACE_LANDMARKS, :2], z_px=lm[:N_SURFACE_LANDMARKS, 2], iris_px=iris,
                            presence=float(track.presence), track_id=int(track.track_id))

@@ -55,6 +55,11 @@ class IrisEdgeOptions:
 DEFAULT_OPTIONS = IrisEdgeOptions()
 
 
+def measurement_version(opts: IrisEdgeOptions = DEFAULT_OPTIONS) -> str:
+    """Tag stored with cached measurements (training caches): measurements of other settings are redone."""
+    return repr(opts)
+
+
 def _profile_positions(landmarks_px: np.ndarray, opts: IrisEdgeOptions) -> tuple[np.ndarray, np.ndarray,
                                                                                      np.ndarray, np.ndarray]:
     """Sample positions (2 eyes, lines, samples, xy), the samples' signed distances along the axis (in
@@ -132,7 +137,7 @@ def rescale_iris_rings(landmarks_px: np.ndarray, diameter_px: np.ndarray, ring_p
     limbus diameter; eyes without a measurement (NaN) keep MediaPipe's ring. Lets everything that reads the
     ring in MediaPipe's convention use the image measurement instead."""
     out = np.array(landmarks_px, np.float64, copy=True)
-    if out.shape[0] < 478:
+    if out.shape[0] < 478 or not np.isfinite(diameter_px).any():
         return out
     for e, (a, b) in enumerate(_RING_H):
         d = float(diameter_px[e])

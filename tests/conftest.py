@@ -41,6 +41,25 @@ def talking_video(videos_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def talking_tracks(talking_video: Path) -> list:
+    """Real MediaPipe (video mode, iris measured) on the first 60 frames of talking_720p.mp4: one FaceTrack
+    per frame (every frame has the face)."""
+    import av
+
+    from realtime.landmarks import FaceMeshTracker
+
+    tracks = []
+    with av.open(str(talking_video)) as box, FaceMeshTracker(static=False) as tracker:
+        for i, frame in enumerate(box.decode(video=0)):
+            if i >= 60:
+                break
+            found = tracker.track(frame.to_ndarray(format="rgb24"))
+            assert found, f"MediaPipe lost the face in frame {i}"
+            tracks.append(found[0])
+    return tracks
+
+
+@pytest.fixture(scope="session")
 def face_model():
     from realtime.facemodel import load_face_model
 

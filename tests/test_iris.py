@@ -94,23 +94,13 @@ def test_renders_measured_closer_than_mediapipe_ring(face_model):
 
 
 @pytest.mark.slow
-def test_real_video_iris_diameters_are_stable(talking_video):
+def test_real_video_iris_diameters_are_stable(talking_tracks):
     """talking_720p.mp4: the limbus is measured in most frames for at least one eye, varies little
     from frame to frame (the person's distance barely changes), and agrees with MediaPipe's ring on average."""
-    import av
-
     from realtime.fitting import iris_chords_px
-    from realtime.landmarks import FaceMeshTracker
 
-    edges, rings = [], []
-    with av.open(str(talking_video)) as box, FaceMeshTracker() as tracker:
-        for i, frame in enumerate(box.decode(video=0)):
-            if i >= 60:
-                break
-            tracks = tracker.track(frame.to_ndarray(format="rgb24"))
-            assert tracks
-            edges.append(tracks[0].iris_diameter_px)
-            rings.append(iris_chords_px(tracks[0].landmarks_px)[:, 0])
+    edges = [t.iris_diameter_px for t in talking_tracks]
+    rings = [iris_chords_px(t.landmarks_px)[:, 0] for t in talking_tracks]
     e = np.array(edges)
     r = np.array(rings)
     assert np.isfinite(e).mean() >= 0.5          # measured 57 % of the eye-frames (one eye far more often)

@@ -104,20 +104,9 @@ def test_fit_with_prior_reads_one_sided_and_stays_on_the_landmarks(face_model, r
     assert np.mean(m >= 0.3) >= 0.75, m      # and mostly by the issue's margin (eyes: landmarks decide)
 
 
-def test_prior_on_real_video_frames(face_model, prior, talking_video):
+def test_prior_on_real_video_frames(face_model, prior, talking_tracks):
     """Real faces: finite, bounded readings that change smoothly from frame to frame."""
-    import av
-
-    from realtime.landmarks import FaceMeshTracker
-
-    lms = []
-    with av.open(str(talking_video)) as container, FaceMeshTracker(static=False) as tracker:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i >= 30:
-                break
-            tracks = tracker.track(frame.to_ndarray(format="rgb24"))
-            assert tracks
-            lms.append(tracks[0].landmarks_px)
+    lms = [t.landmarks_px for t in talking_tracks[:30]]
     e, ident = prior.predict(np.stack(lms))
     assert np.isfinite(e).all() and np.isfinite(ident).all()
     assert e.min() >= 0.0 and e.max() <= 1.0

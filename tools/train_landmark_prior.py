@@ -38,6 +38,7 @@ CHUNK = 250
 def generate(data: Path, count: int, seed: int) -> None:
     """Render + track until ``data`` holds ``count`` samples of this seed's stream (chunked, resumable)."""
     from realtime.facemodel import load_face_model
+    from realtime.iris import measurement_version
     from realtime.landmarks import FaceMeshTracker
     from realtime.synthetic import SyntheticGenerator
 
@@ -75,10 +76,8 @@ def generate(data: Path, count: int, seed: int) -> None:
                 k = s.intrinsics
                 rec["intr"].append(np.array([k.fx, k.fy, k.cx, k.cy, k.width, k.height], np.float32))
             tmp = path.with_suffix(".tmp.npz")
-            from realtime.iris import DEFAULT_OPTIONS
-
             arrays = {k: np.asarray(v) for k, v in rec.items()}
-            np.savez(tmp, **arrays, iris_edge_version=np.array(repr(DEFAULT_OPTIONS)))
+            np.savez(tmp, **arrays, iris_edge_version=np.array(measurement_version()))
             tmp.replace(path)
             done += 1
             log.info("renders: chunk %d/%d of seed %d (%.0f s)", done, len(todo), seed,
@@ -90,10 +89,10 @@ def add_iris_edges(data: Path) -> None:
     seeds, the same order) and add ``iris_edge`` (the limbus diameters of ``realtime.iris``, measured at
     the stored MediaPipe rings). Each sample's identity is checked against the stored one."""
     from realtime.facemodel import load_face_model
-    from realtime.iris import DEFAULT_OPTIONS, measure_iris_diameters
+    from realtime.iris import measure_iris_diameters, measurement_version
     from realtime.synthetic import SyntheticGenerator
 
-    version = repr(DEFAULT_OPTIONS)   # measurements of other settings are redone
+    version = measurement_version()
 
     def current(path: Path) -> bool:
         with np.load(path) as z:
@@ -138,8 +137,7 @@ def load_chunks(data: Path) -> dict[str, np.ndarray]:
     from realtime.fitting import FitOptions
     from realtime.iris import rescale_iris_rings
 
-    opts = FitOptions()
-    ring_per_limbus = opts.iris_chords_mm[0] / opts.iris_edge_mm
+    ring_per_limbus = FitOptions().ring_per_limbus
     files = sorted(p for p in data.glob("s*_c*.npz") if not p.name.endswith(".tmp.npz"))
     if not files:
         raise SystemExit(f"train_landmark_prior: no data chunks in {data}")

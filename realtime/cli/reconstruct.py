@@ -156,8 +156,8 @@ def main(args: argparse.Namespace) -> int:
     timings["fit"] = (time.perf_counter() - t0) * 1e3
     photometric_rms: tuple[float, float] | None = None
     if not args.no_photometric:
-        # The landmarks carry little identity information; the image's shading carries more (on 40 synthetic
-        # renders: shape error −23 % -> −28 % against the mean face, tools/bench_fitting.py).
+        # The landmarks carry little identity information; the image's shading carries more (200 synthetic
+        # renders: shape error −22 % -> −30 % against the mean face, tools/bench_fitting.py).
         from realtime.refine.photometric import PhotometricFitter, PhotoView
 
         t0 = time.perf_counter()
