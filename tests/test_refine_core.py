@@ -89,3 +89,30 @@ def test_sfs_rejects_tiny_face() -> None:
     k = Intrinsics(100.0, 100.0, 4.0, 4.0, 8, 8)
     with pytest.raises(ValueError):
         run_sfs(np.zeros((8, 8, 3)), np.full((8, 8), 100.0), np.ones((8, 8), bool), np.zeros((8, 8), int), k)
+
+
+def test_sfs_holdout_pixels_get_no_data() -> None:
+    """Pixels held out of the fine stage's data terms are predicted, not copied: a dark pattern that exists only
+    on held-out blocks is not reproduced there, while the same pattern on seen pixels is (albedo map)."""
+    from realtime.refine.snapshot import holdout_blocks
+
+    k, z0, _zt, img, mask = _relief_scene()
+    hold = holdout_blocks(mask.shape, 6, 0.25)
+    assert 0.15 < hold[mask].mean() < 0.35
+    # a dark albedo patch pattern (a tenth of the blocks, 40 % darker) on top of the relief
+    spots = holdout_blocks(mask.shape, 6, 0.1, seed=3) & mask
+    patterned = img * np.where(spots, 0.6, 1.0)[..., None]
+    regions = np.zeros(mask.shape, int)
+    seen_run = run_sfs(patterned, z0, mask, regions, k, SfsOptions())
+    held_run = run_sfs(patterned, z0, mask, regions, k, SfsOptions(), holdout=spots | hold)
+    assert held_run.holdout is not None and not held_run.holdout[~mask].any()
+    test = spots & held_run.mask
+
+    def err(res, m: np.ndarray) -> float:
+        return float(np.abs(res.render(True) - patterned)[m].mean())
+
+    prior_err = float(np.abs(held_run.render(prior_albedo=True) - patterned)[test].mean())
+    assert err(seen_run, test) < 0.5 * prior_err          # seen: the albedo map takes the patches
+    assert err(held_run, test) > 0.7 * prior_err          # held out: nothing copied
+    other = held_run.mask & ~(spots | hold)
+    assert err(held_run, other) < float(np.abs(held_run.render(prior_albedo=True) - patterned)[other].mean())

@@ -9,8 +9,9 @@ Sections (each prints a table; ``--json`` prints everything as one JSON object):
              from the mask border); baselines: the coarse mesh (no detail) and "dark is deep" (the
              high-passed image luminance taken as height).
 * photos   — the real photos in ../shared/data/images: photometric error (mean |I - render|, grey levels)
-             of the coarse and the refined render over the refined face (all pixels and interior), stage
-             times (wall and CPU seconds of this process).
+             of the coarse renders (region colours; the same albedo-map estimation) and the refined render
+             on the same pixels (all and interior), the error on held-out blocks, stage times (wall and CPU
+             seconds of this process).
 * twoview  — synthetic front (|yaw| < 5°) + side (40-55°) renders of the same identity (MediaPipe landmarks
              on the renders): mean face-area vertex error (mm, after rigid alignment) of the best single
              view, the joint fit, and the mean face.
@@ -202,11 +203,41 @@ def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- photos
-def bench_photos(images: list[Path]) -> dict[str, Any]:
-    """Each photo twice: the product (landmark fit -> photometric identity/pose refinement -> medium -> fine)
-    and without the photometric step (the landmark fit's own coarse mesh: the baseline the live path shows).
-    The reduction is the product's refined render against that landmark-fit coarse render (both over their
-    own refined-face mask, ~same pixels), next to each run's own coarse -> refined reduction."""
+def resample_crop(values: np.ndarray, src: Any, dst: Any, nearest: bool = False) -> np.ndarray:
+    """``values`` on the crop ``src`` (a ``refine.snapshot.Crop``) resampled onto the pixels of ``dst``: both
+    crops are scaled windows of the same photo, so a ``dst`` pixel maps to ``src`` through the photo's
+    coordinates (``u_src = (u_dst - cx_dst) / fx_dst * fx_src + cx_src``, the same for v)."""
+    import cv2
+
+    kd, ks = dst.intrinsics, src.intrinsics
+    v, u = np.mgrid[0 : kd.height, 0 : kd.width].astype(np.float32)
+    mx = ((u - kd.cx) / kd.fx * ks.fx + ks.cx).astype(np.float32)
+    my = ((v - kd.cy) / kd.fy * ks.fy + ks.cy).astype(np.float32)
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    out = cv2.remap(np.asarray(values, np.float32), mx, my, interp, borderMode=cv2.BORDER_CONSTANT)
+    return np.asarray(out)
+
+
+def bench_photos(images: list[Path], holdout_fraction: float = 0.25) -> dict[str, Any]:
+    """Each photo through the product (landmark fit -> photometric identity/pose refinement -> medium -> fine)
+    and through the pipeline without the photometric step (the landmark fit's own mesh, which the live path
+    shows). Every error (mean |I - render|, grey levels) is over the same pixels: the product's refined face
+    intersected with the landmark-fit run's face resampled into the product's crop (never across the crops'
+    borders), against the product crop's image. Renders:
+
+    * ``lm_prior``: the landmark fit's medium mesh with the per-region mean colours (γ_avg of Eq. 6) and the
+      stage-1 light (least squares on its normals): the coarse face before anything is estimated per pixel
+      (the paper's coarse render, with region colours in place of a 3DMM mean texture);
+    * ``lm_coarse``: the landmark fit's medium mesh with the *same* per-pixel albedo and light estimation as
+      the refined render (albedo map of Eq. 6 fitted on its normals): what the albedo explains without new
+      geometry, so the refined render's gain over it is the geometry's share;
+    * ``coarse``: the same for the product's own coarse mesh (after the photometric step);
+    * ``refined``: the product's render (refined depth, its albedo map and light).
+
+    Guard against an albedo/depth that copies the image: the product again with ``holdout_fraction`` of
+    6 px blocks left out of every data term of the fine stage (light, region colours, albedo, depth,
+    gradient term); its refined render and its region-colour render are scored on those unseen blocks only
+    (2 px in from the mask border)."""
     from realtime.capture import load_rgb
     from realtime.correspondence import load_correspondence
     from realtime.errors import UserError
@@ -218,7 +249,8 @@ def bench_photos(images: list[Path]) -> dict[str, Any]:
     corr_tab = load_correspondence(model)
     rows = []
     with RefineEngine(model, corr_tab) as eng, \
-            RefineEngine(model, corr_tab, RefineOptions(photometric=False)) as eng_lm:
+            RefineEngine(model, corr_tab, RefineOptions(photometric=False)) as eng_lm, \
+            RefineEngine(model, corr_tab, RefineOptions(holdout_fraction=holdout_fraction)) as eng_ho:
         eng.run(RefineRequest(image=load_rgb(images[0])))  # warm-up (imports, tracker graph)
         for path in images:
             img = load_rgb(path)
@@ -226,32 +258,53 @@ def bench_photos(images: list[Path]) -> dict[str, Any]:
                 _, ref_lm = eng_lm.run(RefineRequest(image=img, out_dir=None))
                 t0, c0 = time.perf_counter(), time.process_time()
                 out, ref = eng.run(RefineRequest(image=img, out_dir=None))
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                _, ref_ho = eng_ho.run(RefineRequest(image=img, out_dir=None))
             except UserError as exc:
                 rows.append({"image": path.name, "error": str(exc)})
                 continue
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            e_in = []
-            for r in (ref_lm, ref):
-                s = r.sfs
-                m_in = interior(s.mask, 6)
-                e_in += [float(np.abs(s.render(refined=x) - r.crop.image)[m_in].mean() * 255) for x in (False, True)]
-            lm_coarse, lm_refined = ref_lm.photometric_errors()
-            coarse, refined = ref.photometric_errors()
-            rows.append(
+            s, sl = ref.sfs, ref_lm.sfs
+            target = ref.crop.image
+            lm_mask = resample_crop(sl.mask.astype(np.float32), ref_lm.crop, ref.crop, nearest=True) > 0.5
+            same = s.mask & interior(lm_mask, 1)
+
+            def err(render: np.ndarray, m: np.ndarray, target: np.ndarray = target) -> float:
+                return float(np.abs(render - target)[m].mean() * 255.0)
+
+            lm_prior_img = resample_crop(sl.render(prior_albedo=True), ref_lm.crop, ref.crop)
+            lm_coarse_img = resample_crop(sl.render(refined=False), ref_lm.crop, ref.crop)
+            lm_refined_img = resample_crop(sl.render(refined=True), ref_lm.crop, ref.crop)
+            e = {name: err(r, same) for name, r in (
+                ("lm_prior", lm_prior_img), ("lm_coarse", lm_coarse_img), ("lm_refined", lm_refined_img),
+                ("prior", s.render(prior_albedo=True)), ("coarse", s.render(refined=False)),
+                ("refined", s.render(refined=True)))}
+            m_in = interior(same, 6)
+            e_in = {name: err(r, m_in) for name, r in (("lm_prior", lm_prior_img), ("lm_coarse", lm_coarse_img),
+                                                       ("refined", s.render(refined=True)))}
+            sh = ref_ho.sfs
+            ho = sh.holdout & interior(sh.mask, 2) if sh.holdout is not None else np.zeros_like(sh.mask)
+            ho_prior = float(np.abs(sh.render(prior_albedo=True) - ref_ho.crop.image)[ho].mean() * 255.0)
+            ho_coarse = float(np.abs(sh.render(refined=False) - ref_ho.crop.image)[ho].mean() * 255.0)
+            ho_refined = float(np.abs(sh.render(refined=True) - ref_ho.crop.image)[ho].mean() * 255.0)
+            row: dict[str, Any] = (
                 {
                     "image": path.name,
                     "size": f"{img.shape[1]}x{img.shape[0]}",
                     "crop": f"{ref.crop.image.shape[1]}x{ref.crop.image.shape[0]}",
-                    "landmark_fit_coarse": lm_coarse,
-                    "landmark_fit_refined": lm_refined,
-                    "photometric_coarse": coarse,
-                    "photometric_refined": refined,
-                    "reduction_pct": 100.0 * (1.0 - refined / lm_coarse),
-                    "reduction_own_coarse_pct": 100.0 * (1.0 - refined / coarse),
-                    "reduction_without_photometric_fit_pct": 100.0 * (1.0 - lm_refined / lm_coarse),
-                    "interior_landmark_fit_coarse": e_in[0],
-                    "interior_refined": e_in[3],
-                    "interior_reduction_pct": 100.0 * (1.0 - e_in[3] / e_in[0]),
+                    "pixels": int(same.sum()),
+                    "pixels_own_mask": int(s.mask.sum()),
+                    **{f"err_{k}": v for k, v in e.items()},
+                    "reduction_vs_lm_prior_pct": 100.0 * (1.0 - e["refined"] / e["lm_prior"]),
+                    "reduction_vs_lm_coarse_pct": 100.0 * (1.0 - e["refined"] / e["lm_coarse"]),
+                    "reduction_own_coarse_pct": 100.0 * (1.0 - e["refined"] / e["coarse"]),
+                    "reduction_without_photometric_fit_pct": 100.0 * (1.0 - e["lm_refined"] / e["lm_coarse"]),
+                    "interior_reduction_vs_lm_prior_pct": 100.0 * (1.0 - e_in["refined"] / e_in["lm_prior"]),
+                    "interior_reduction_vs_lm_coarse_pct": 100.0 * (1.0 - e_in["refined"] / e_in["lm_coarse"]),
+                    "heldout_pixels": int(ho.sum()),
+                    "heldout_prior": ho_prior,
+                    "heldout_coarse": ho_coarse,
+                    "heldout_refined": ho_refined,
+                    "heldout_reduction_pct": 100.0 * (1.0 - ho_refined / ho_prior),
                     "photometric_fit_rms": out.photometric_fit_rms,
                     "landmark_px_coarse": ref.landmark_error_px[0],
                     "landmark_px_medium": ref.landmark_error_px[1],
@@ -260,6 +313,7 @@ def bench_photos(images: list[Path]) -> dict[str, Any]:
                     "stages_ms": {k: round(v, 1) for k, v in out.timings_ms.items()},
                 }
             )
+            rows.append(row)
     return {"images": rows}
 
 
@@ -606,27 +660,32 @@ def main() -> int:
     if "photos" in sections:
         res["photos"] = bench_photos(images)
         if not args.json:
+            print("\n== photos: photometric error (grey levels), all renders on the same pixels (product's refined "
+                  "face within the landmark-fit run's face)")
+            print("   lm = landmark fit only (no photometric step); prior = region-mean colours + stage-1 light "
+                  "(no per-pixel estimate); coarse = coarse geometry + the same albedo-map/light estimation as "
+                  "the refined render; refined = the product")
+            print("   held-out: 25 % of 6 px blocks left out of every fine-stage data term, error there "
+                  "(region colours vs refined)")
             print(
-                "\n== photos: photometric error (grey levels) of coarse vs refined render, refined face"
-            )
-            print("   lm = landmark fit only (no photometric step): its coarse and refined render; product = "
-                  "with the photometric identity/pose step; red. = product refined vs the landmark fit's coarse")
-            print(
-                f"{'image':>20} {'lm c':>6} {'lm r':>6} {'lm %':>6} {'coarse':>6} {'refined':>7} {'red.%':>6} "
-                f"{'int.%':>6} {'lm px c/m':>10} {'wall s':>6} {'cpu s':>6}"
+                f"{'image':>20} {'lm prior':>8} {'lm coar':>7} {'lm ref':>6} {'coarse':>6} {'refined':>7} "
+                f"{'vs prior':>8} {'vs coar':>7} {'int.%':>11} {'held-out p/r':>13} {'ho %':>6} "
+                f"{'wall s':>6} {'cpu s':>6}"
             )
             for r in res["photos"]["images"]:
                 if "error" in r:
                     print(f"{r['image']:>20} error: {r['error']}")
                     continue
                 print(
-                    f"{r['image']:>20} {r['landmark_fit_coarse']:6.2f} {r['landmark_fit_refined']:6.2f} "
-                    f"{r['reduction_without_photometric_fit_pct']:6.1f} {r['photometric_coarse']:6.2f} "
-                    f"{r['photometric_refined']:7.2f} {r['reduction_pct']:6.1f} {r['interior_reduction_pct']:6.1f} "
-                    f"{r['landmark_px_coarse']:4.2f}/{r['landmark_px_medium']:4.2f} "
+                    f"{r['image']:>20} {r['err_lm_prior']:8.2f} {r['err_lm_coarse']:7.2f} {r['err_lm_refined']:6.2f} "
+                    f"{r['err_coarse']:6.2f} {r['err_refined']:7.2f} {r['reduction_vs_lm_prior_pct']:7.1f}% "
+                    f"{r['reduction_vs_lm_coarse_pct']:6.1f}% "
+                    f"{r['interior_reduction_vs_lm_prior_pct']:5.1f}/{r['interior_reduction_vs_lm_coarse_pct']:5.1f} "
+                    f"{r['heldout_prior']:6.2f}/{r['heldout_refined']:6.2f} {r['heldout_reduction_pct']:5.1f}% "
                     f"{r['wall_s']:6.2f} {r['cpu_s']:6.2f}"
                 )
-                print(f"{'':>20} stages ms: " + ", ".join(f"{k} {v:.0f}" for k, v in r["stages_ms"].items()))
+                print(f"{'':>20} pixels {r['pixels']} (own mask {r['pixels_own_mask']}); stages ms: "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in r["stages_ms"].items()))
     if "export" in sections:
         res["export"] = bench_export(images[-1] if images else Path("missing"), args.out)
         if not args.json:

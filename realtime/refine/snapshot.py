@@ -38,6 +38,10 @@ class RefineOptions:
     """Refine the landmark fit's identity and pose against the image(s) first (``realtime.refine.photometric``)."""
     photo: PhotoFitOptions = field(default_factory=PhotoFitOptions)
     sfs: SfsOptions = field(default_factory=SfsOptions)
+    holdout_fraction: float = 0.0
+    """Evaluation only (``tools/bench_refine.py``): this fraction of the crop's ``holdout_block_px`` blocks
+    (random, seeded) is left out of every data term of the fine stage (``run_sfs(holdout=...)``)."""
+    holdout_block_px: int = 6
 
 
 @dataclass(slots=True)
@@ -82,6 +86,15 @@ class RefinedFace:
         coarse = np.abs(self.sfs.render(refined=False) - img)[m].mean() * 255.0
         refined = np.abs(self.sfs.render(refined=True) - img)[m].mean() * 255.0
         return float(coarse), float(refined)
+
+
+def holdout_blocks(shape: tuple[int, int], block_px: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """(H, W) bool: a seeded random ``fraction`` of the ``block_px`` squares of the image."""
+    h, w = shape
+    b = max(int(block_px), 1)
+    rng = np.random.default_rng(seed)
+    blocks = rng.random((-(-h // b), -(-w // b))) < fraction
+    return np.asarray(np.repeat(np.repeat(blocks, b, axis=0), b, axis=1)[:h, :w])
 
 
 def make_crop(
@@ -202,7 +215,10 @@ def refine_snapshot(
 
     t2 = time.perf_counter()
     vn = r.interpolate(vertex_normals(medium, tri), tri_front)
-    sfs = run_sfs(crop.image, depth0, mask, regions, k, opts.sfs, smooth_normals=vn)
+    holdout = None
+    if opts.holdout_fraction > 0.0:
+        holdout = holdout_blocks(mask.shape, opts.holdout_block_px, opts.holdout_fraction)
+    sfs = run_sfs(crop.image, depth0, mask, regions, k, opts.sfs, smooth_normals=vn, holdout=holdout)
     timings["sfs"] = (time.perf_counter() - t2) * 1e3
     for key, val in sfs.timings_ms.items():
         timings[f"sfs.{key}"] = val
