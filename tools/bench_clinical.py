@@ -123,7 +123,7 @@ def section_param(model: MorphableModel, ev: MetricEvaluator) -> dict[str, Any]:
 
 def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
                 args: argparse.Namespace) -> dict[str, Any]:
-    from realtime.clinical.report import make_report
+    from realtime.clinical.report import analyse_path, make_report
     from realtime.clinical.sessions import FitCollector, load_series
     from realtime.session.protocol import load_protocol, parse_protocol
 
@@ -156,6 +156,7 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
     print(f"{truth_series.n_frames} frames at {args.fps:g} FPS: render {t_render:.0f} s, "
           f"pipeline+recording {t_pipe:.0f} s; session {folder}")
     source = "recorded session"
+    live_only: ClinicalAnalysis | None = None
     try:
         meas_series = load_series(folder, model)
     except Exception as exc:  # report which piece is missing, then measure the live fits
@@ -169,11 +170,27 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
         meas_series.exercise = truth_series.exercise[:k]
         meas_series.repetition = truth_series.repetition[:k]
         meas_series.phase = truth_series.phase[:k]
-    meas = analyse_session(meas_series, model, ev)
+    t_video = 0.0
+    if source == "recorded session":
+        # what the report does: the live fit, plus the cheek puff re-measured from the session video
+        live_only = analyse_session(meas_series, model, ev)
+        t0 = time.perf_counter()
+        meas = analyse_path(folder, model, ev).analysis
+        t_video = time.perf_counter() - t0
+    else:
+        meas = analyse_session(meas_series, model, ev)
     rows = region_rows(truth, meas)
-    print(f"measured from: {source}; {meas.n_valid}/{meas.n_frames} frames usable")
+    print(f"measured from: {source}; {meas.n_valid}/{meas.n_frames} frames usable; cheek puff from "
+          f"{meas.cheek_puff_source} ({t_video:.1f} s)")
     print_regions(rows, "per-region symmetry ratio (right / left); truth = the same formulas on the known "
                         "parameters")
+    live_cheek: dict[str, Any] = {}
+    if live_only is not None:
+        live_cheek = next((r for r in region_rows(truth, live_only) if r["region"] == "cheek"), {})
+        if live_cheek:
+            print(f"cheek from the live fit only (report --no-video-evidence): ratio "
+                  f"{live_cheek['measured_ratio']:.3f} (error {live_cheek['error']:+.3f}), L/R "
+                  f"{live_cheek['measured_left']:.2f}/{live_cheek['measured_right']:.2f} mm")
     print(f"affected side: {meas.affected.side} (truth: right): {meas.affected.statement}")
     # Where the ratio errors come from: fitted vs true weights at each exercise's peak.
     names = model.expression_names
@@ -195,6 +212,8 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
                               "measurement_variants": variants,
                               "affected": meas.affected.side, "affected_statement": meas.affected.statement,
                               "regions": rows, "render_s": t_render, "pipeline_s": t_pipe,
+                              "cheek_puff_source": meas.cheek_puff_source, "video_evidence_s": t_video,
+                              "cheek_live_fit_only": live_cheek,
                               "diagnostics": diag}
     if source == "recorded session":
         out_html = Path(args.report or work / "report.html")

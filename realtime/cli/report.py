@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="HTML file to write (default: SESSION/report.html; the JSON goes beside it)")
     p.add_argument("--json", action="store_true", help="also print the JSON summary to stdout")
     p.add_argument("--no-renders", action="store_true", help="skip the heatmap renders (no OpenGL needed)")
+    p.add_argument("--no-video-evidence", action="store_true",
+                   help="measure the cheek puff from the live fit only (skips re-measuring it from the "
+                        "session video's shading, which takes a few seconds per repetition)")
     p.set_defaults(func=run)
 
 
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     session = Path(args.session)
     out = args.out if args.out is not None else default_output(session)
     model = load_face_model()
-    result = make_report(session, model, out, compare=args.compare, renders=not args.no_renders)
+    result = make_report(session, model, out, compare=args.compare, renders=not args.no_renders,
+                         video_evidence=not args.no_video_evidence)
     if args.json:
         json.dump(result.data, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 REST_EXERCISE = "rest"
 HOLD_PHASE = "hold"
+LIVE_CHEEK_SOURCE = "the live fit (MediaPipe landmarks)"
 PEAK_PERCENTILE = 90.0
 """A repetition's value is this percentile of the per-frame values during its hold phase: robust to a
 single mis-fitted frame, yet close to the maximum the subject reached."""
@@ -259,6 +260,14 @@ class SessionSeries:
     frame_index: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     """(F, 478, 3) float32 MediaPipe landmarks in pixels (NaN rows without a face); None when not recorded."""
+    rotation: np.ndarray | None = None
+    """(F, 3, 3) head pose (model → camera) of each frame's fit; None when not recorded."""
+    translation_mm: np.ndarray | None = None
+    """(F, 3) camera-space translation of each frame's fit, mm."""
+    yaw_deg: np.ndarray | None = None
+    pitch_deg: np.ndarray | None = None
+    video_frame: np.ndarray | None = None
+    """(F,) int: the frame's number in the session video (−1 when it was not written)."""
     label: str = ""
     started: str = ""
     """ISO time the session started (from its manifest), for progress charts."""
@@ -381,6 +390,8 @@ class ClinicalAnalysis:
     identity: np.ndarray | None
     segments: list[tuple[str, int, float, float]] = field(default_factory=list)
     """(exercise, repetition, start_s, end_s) of each hold phase, for the time-series chart."""
+    cheek_puff_source: str = LIVE_CHEEK_SOURCE
+    """What the cheek-puff weights were measured from (the live fit, or the video's shading)."""
 
     def region(self, name: str) -> RegionSymmetry:
         for r in self.regions:
@@ -410,7 +421,7 @@ class ClinicalAnalysis:
 
         return clean({
             "label": self.label, "started": self.started, "n_frames": self.n_frames, "n_valid": self.n_valid,
-            "rest_source": self.rest_source,
+            "rest_source": self.rest_source, "cheek_puff_source": self.cheek_puff_source,
             "affected": asdict(self.affected),
             "regions": [asdict(r) for r in self.regions],
             "rest_values": {k: {"left": v[0], "right": v[1]} for k, v in self.rest_values.items()},

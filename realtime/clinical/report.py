@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ import numpy as np
 from realtime import __version__
 from realtime.camera import Intrinsics
 from realtime.clinical import svg
+from realtime.clinical.cheek import refine_cheek_puff
 from realtime.clinical.metrics import (
+    LIVE_CHEEK_SOURCE,
     METRICS,
     ClinicalAnalysis,
     MetricEvaluator,
@@ -122,9 +124,17 @@ class ReportInput:
     timestamps: np.ndarray
 
 
-def analyse_path(path: str | Path, model: MorphableModel, evaluator: MetricEvaluator) -> ReportInput:
+def analyse_path(path: str | Path, model: MorphableModel, evaluator: MetricEvaluator,
+                 video_evidence: bool = True, progress: Progress = _log_progress) -> ReportInput:
+    """Load and analyse one session. ``video_evidence``: re-measure what the live fit cannot see (the cheek
+    puff) from a session folder's video (``realtime.clinical.cheek``)."""
     series = load_series(path, model)
-    analysis = analyse_session(series, model, evaluator)
+    source = LIVE_CHEEK_SOURCE
+    if video_evidence and Path(path).is_dir():
+        refined = refine_cheek_puff(series, path, model, progress=progress)
+        if refined is not None:
+            series, source = refined.series, refined.source
+    analysis = replace(analyse_session(series, model, evaluator), cheek_puff_source=source)
     return ReportInput(analysis, series.expression, np.asarray(series.timestamp_s, dtype=np.float64))
 
 
@@ -198,7 +208,9 @@ def _regions_html(a: ClinicalAnalysis) -> str:
         right.append(100.0 * r.right / hi)
     chart = (svg.bar_chart_lr(labels, left, right, "%", "Movement per region, % of the stronger side")
              if labels else "")
-    return table + chart
+    note = (f'<p class="muted">Cheek puff measured from {escape(a.cheek_puff_source)}.</p>'
+            if any(r.region == "cheek" for r in a.regions) else "")
+    return table + note + chart
 
 
 def _rest_html(a: ClinicalAnalysis) -> str:
@@ -352,7 +364,7 @@ class ReportResult:
 
 def make_report(session: str | Path, model: MorphableModel, out_html: str | Path,
                 compare: Sequence[str | Path] = (), renders: bool = True,
-                progress: Progress = _log_progress) -> ReportResult:
+                progress: Progress = _log_progress, video_evidence: bool = True) -> ReportResult:
     """Analyse a session (and older ones to compare with) and write ``out_html`` plus ``.json`` beside it."""
     out = Path(out_html)
     evaluator = MetricEvaluator(model)
@@ -360,7 +372,7 @@ def make_report(session: str | Path, model: MorphableModel, out_html: str | Path
     inputs: list[ReportInput] = []
     for i, p in enumerate(paths, start=1):
         progress("analysing sessions", i, len(paths))
-        inputs.append(analyse_path(p, model, evaluator))
+        inputs.append(analyse_path(p, model, evaluator, video_evidence, progress))
     current = inputs[-1]
     history = sorted((x.analysis for x in inputs), key=lambda a: a.started) if compare else []
     pics = (render_heatmaps(model, current.analysis, current.expression, evaluator, progress)

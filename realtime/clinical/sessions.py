@@ -93,6 +93,19 @@ def series_from_table(table: pa.Table, model: MorphableModel, label: str = "",
     locked = _column(table, "identity_locked")
     rep = _column(table, "repetition")
     fidx = _column(table, "frame_index")
+    rotation = translation = yaw = pitch = video_frame = None
+    c_rot, c_t = _column(table, "rotation"), _column(table, "translation_mm")
+    if c_rot is not None and c_t is not None:
+        rotation = _list_matrix(c_rot, 9).reshape(n, 3, 3)
+        translation = _list_matrix(c_t, 3)
+    c_yaw, c_pitch = _column(table, "yaw_deg"), _column(table, "pitch_deg")
+    if c_yaw is not None and c_pitch is not None:
+        yaw = np.asarray(c_yaw.cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
+        pitch = np.asarray(c_pitch.cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
+    c_written = _column(table, "video_written")
+    if c_written is not None:
+        written = np.asarray(c_written.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        video_frame = np.where(written, np.cumsum(written) - 1, -1).astype(np.int64)
     return SessionSeries(
         timestamp_s=t, expression=np.nan_to_num(expr), valid=valid, identity=ident,
         identity_locked=(np.asarray(locked.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
@@ -102,6 +115,7 @@ def series_from_table(table: pa.Table, model: MorphableModel, label: str = "",
         phase=_strings(_column(table, "phase"), n),
         frame_index=(np.asarray(fidx.to_numpy(), dtype=np.int64) if fidx is not None else None),
         landmarks=_landmarks(_column(table, "landmarks_px"), n),
+        rotation=rotation, translation_mm=translation, yaw_deg=yaw, pitch_deg=pitch, video_frame=video_frame,
         label=label, started=started,
     )
 
