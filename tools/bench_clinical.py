@@ -191,7 +191,8 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
             print(f"cheek from the live fit only (report --no-video-evidence): ratio "
                   f"{live_cheek['measured_ratio']:.3f} (error {live_cheek['error']:+.3f}), L/R "
                   f"{live_cheek['measured_left']:.2f}/{live_cheek['measured_right']:.2f} mm")
-    print(f"affected side: {meas.affected.side} (truth: right): {meas.affected.statement}")
+    true_side = "right" if args.gain < 1.0 else ("left" if args.gain > 1.0 else None)
+    print(f"affected side: {meas.affected.side} (truth: {true_side}): {meas.affected.statement}")
     # Where the ratio errors come from: fitted vs true weights at each exercise's peak.
     names = model.expression_names
     diag: list[dict[str, Any]] = []
