@@ -671,10 +671,10 @@ def main() -> int:
                   "(no per-pixel estimate); coarse = coarse geometry + the same albedo-map/light estimation as "
                   "the refined render; refined = the product")
             print("   held-out: 25 % of 6 px blocks left out of every fine-stage data term, error there "
-                  "(region colours vs refined)")
+                  "(region colours / coarse geometry + albedo map / refined; % = refined vs region colours)")
             print(
                 f"{'image':>20} {'lm prior':>8} {'lm coar':>7} {'lm ref':>6} {'coarse':>6} {'refined':>7} "
-                f"{'vs prior':>8} {'vs coar':>7} {'int.%':>11} {'held-out p/r':>13} {'ho %':>6} "
+                f"{'vs prior':>8} {'vs coar':>7} {'int.%':>11} {'held-out p/c/r':>20} {'ho %':>6} "
                 f"{'wall s':>6} {'cpu s':>6}"
             )
             for r in res["photos"]["images"]:
@@ -686,7 +686,8 @@ def main() -> int:
                     f"{r['err_coarse']:6.2f} {r['err_refined']:7.2f} {r['reduction_vs_lm_prior_pct']:7.1f}% "
                     f"{r['reduction_vs_lm_coarse_pct']:6.1f}% "
                     f"{r['interior_reduction_vs_lm_prior_pct']:5.1f}/{r['interior_reduction_vs_lm_coarse_pct']:5.1f} "
-                    f"{r['heldout_prior']:6.2f}/{r['heldout_refined']:6.2f} {r['heldout_reduction_pct']:5.1f}% "
+                    f"{r['heldout_prior']:6.2f}/{r['heldout_coarse']:6.2f}/{r['heldout_refined']:6.2f} "
+                    f"{r['heldout_reduction_pct']:5.1f}% "
                     f"{r['wall_s']:6.2f} {r['cpu_s']:6.2f}"
                 )
                 print(f"{'':>20} held-out run, refined on its seen pixels {r['heldout_run_seen_refined']:.2f}; "
