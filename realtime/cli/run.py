@@ -65,6 +65,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     p.add_argument("--refine", metavar="DIR",
                    help="refine keyframes and snapshots (s key) in a background worker; exports go to DIR")
+    p.add_argument("--no-identity-refine", action="store_true",
+                   help="keep the landmark-only identity lock (default: once the identity locks, a background "
+                        "process refines it against the shading of a front and two side frames and the live "
+                        "fit adopts the result)")
     from realtime.cli.reconstruct import add_fit_arguments
     from realtime.engines.options import add_engine_arguments
 
@@ -91,14 +95,23 @@ def build_source(args: argparse.Namespace) -> Any:
 
 
 def build_stages(args: argparse.Namespace, source: Any) -> list[Any]:
-    """The per-frame stages in order. Images are unrelated frames: track them in static mode."""
+    """The per-frame stages in order. Images are unrelated frames: track them in static mode (and no
+    background identity refinement: nothing locks an identity across unrelated images)."""
     from realtime.capture import ImageSource
     from realtime.cli.reconstruct import fit_stages_from_args
     from realtime.engines.options import engine_stages_from_args
     from realtime.landmarks import LandmarkStage
 
-    return [LandmarkStage(max_faces=args.max_faces, static=isinstance(source, ImageSource)),
-            *engine_stages_from_args(args), *fit_stages_from_args(args)]
+    static = isinstance(source, ImageSource)
+    stages = [LandmarkStage(max_faces=args.max_faces, static=static),
+              *engine_stages_from_args(args), *fit_stages_from_args(args)]
+    fit = next((i for i, s in enumerate(stages) if getattr(s, "name", "") == "fit"), None)
+    if fit is not None and not static and not getattr(args, "no_identity_refine", False):
+        from realtime.identity_refine import IdentityRefineStage
+
+        # right after the fit: adopts refined identities between frames (realtime.identity_refine)
+        stages.insert(fit + 1, IdentityRefineStage(stages[fit]))
+    return stages
 
 
 def table_columns(args: argparse.Namespace, stages: list[Any]) -> list[Any]:
