@@ -173,3 +173,31 @@ def test_refinement_the_landmarks_contradict_is_not_adopted(face_model, correspo
     lock_px, refined_px = stage.rejected[0].landmark_residual_px
     assert refined_px > 0.5 * lock_px > 0
     np.testing.assert_allclose(fitter.identity, fitter.reid_reference)  # type: ignore[arg-type]
+
+
+def test_run_builds_the_stage_after_the_fit_unless_disabled(talking_video, images_dir):
+    """``realtime-face run`` on a video: "identity_refine" right after "fit" (before "smooth"); the flag drops
+    it; image input never gets it."""
+    import argparse
+
+    from realtime.cli import run
+
+    parser = argparse.ArgumentParser()
+    run.register(parser.add_subparsers())
+    video = ["--video", str(talking_video)]
+    for extra, expected in ((video, True), ([*video, "--no-identity-refine"], False),
+                            (["--image", str(images_dir)], False)):
+        args = parser.parse_args(["run", "--headless", *extra])
+        source = run.build_source(args)
+        stages = run.build_stages(args, source)
+        try:
+            names = [s.name for s in stages]
+            assert ("identity_refine" in names) == expected
+            if expected:
+                assert names.index("identity_refine") == names.index("fit") + 1 < names.index("smooth")
+                stage = stages[names.index("identity_refine")]
+                assert isinstance(stage, IdentityRefineStage) and stage.fit_stage is stages[names.index("fit")]
+        finally:
+            for s in stages:
+                s.close()
+            source.close()
