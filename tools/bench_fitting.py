@@ -337,12 +337,19 @@ def run_head_turn(model: MorphableModel, corr: Any, video: list[Any], refine: bo
             "rejected": list(stage.rejected) if stage else [], "cpu_ms": cpu_ms}
 
 
-def shape_error(model: MorphableModel, identity: np.ndarray, truth_identity: np.ndarray) -> float:
-    """Mean per-vertex distance (mm, face area) after rigid alignment, neutral expression."""
+def shape_error(model: MorphableModel, identity: np.ndarray, truth_identity: np.ndarray,
+                scale: bool = False) -> float:
+    """Mean per-vertex distance (mm, face area) after rigid alignment (``scale``: similarity alignment, the
+    size error left out), neutral expression."""
     fa = model.face_area_vertices
     truth = model.shape(truth_identity)[:fa].astype(np.float64)
     pred = model.shape(np.asarray(identity, np.float32))[:fa].astype(np.float64)
-    return float(np.linalg.norm(rigid_align(pred, truth) - truth, axis=1).mean())
+    aligned = rigid_align(pred, truth)
+    if scale:
+        c, tc = aligned.mean(axis=0), truth.mean(axis=0)
+        k = float(((aligned - c) * (truth - tc)).sum() / ((aligned - c) ** 2).sum())
+        aligned = c + k * (aligned - c)
+    return float(np.linalg.norm(aligned - truth, axis=1).mean())
 
 
 def head_turn_sequence(rep: Report, model: MorphableModel, corr: Any, seed: int, frames: int = 120,
@@ -371,6 +378,10 @@ def head_turn_sequence(rep: Report, model: MorphableModel, corr: Any, seed: int,
                  r.elapsed_ms / 1e3, shape_error(model, r.identity, truth_id))
     rep.add(sec, "locked identity error, refined lock (final)", shape_error(model, run["final"], truth_id), base,
             "mean face", "≤ 2.0 (goal 1.2)", "mm", frames)
+    rep.add(sec, "  the same after a similarity alignment (size error left out)",
+            shape_error(model, run["final"], truth_id, scale=True), shape_error(model, run["landmark"], truth_id,
+                                                                               scale=True),
+            "landmark lock, same alignment", "diagnostic", "mm", frames)
     views = "+".join(run["adopted"][-1].slots) if run["adopted"] else "none"
     rep.add(sec, f"refinement jobs adopted (last: {views}; {len(run['rejected'])} rejected)",
             float(len(run["adopted"])), None, "", "", "jobs")
