@@ -1,10 +1,11 @@
 """One-sided expressions are never symmetrised: synthetic renders and the real wink video, through real
 MediaPipe and the real fitter.
 
-Issue 3's figure is "active side exceeds mirror by ≥ 0.3 in ≥ 95 % of one-sided renders". Measured here:
-the active side is above its mirror in ≥ 95 % of renders and never below it by 0.3 (no side flip), but the
-0.3 margin is reached in only ~58 % (MediaPipe registers the rendered one-sided blink/smile weakly in many
-renders, see docs and tools/bench_fitting.py); the test holds that floor so it cannot silently regress.
+Issue 3's figure is "active side exceeds mirror by ≥ 0.3 in ≥ 95 % of one-sided renders". Measured here
+(single one-sided expressions, |yaw| ≤ 30°): the active side is above its mirror in every render and the 0.3
+margin is reached in 95 % (82 % with the prior of the third session, before it was retrained with one-sided
+renders and the blink difference term); the bench's harder set (random other expressions, |yaw| ≤ 45°)
+reaches 81 % (tools/bench_fitting.py, docs/fitting.md). The floors below keep it from silently regressing.
 """
 
 from __future__ import annotations
@@ -46,7 +47,56 @@ def test_one_sided_renders_keep_their_side(face_model, correspondence):
     m = np.array(margins)
     assert np.mean(m > 0.0) >= 0.95, m          # the moving side is the one fitted
     assert np.all(m > -0.3), m                   # never a flipped side
-    assert np.mean(m >= 0.3) >= 0.5, m           # floor of the issue's 0.3-margin figure (target 95 %)
+    assert np.mean(m >= 0.3) >= 0.85, m          # floor of the issue's 0.3-margin figure (measured 0.95)
+
+
+@pytest.fixture(scope="module")
+def blink_renders(face_model):
+    """Real MediaPipe landmarks of renders: one-sided blinks (both sides, ±20° yaw, some with another random
+    expression), and symmetric eyes (open, both shut)."""
+    from realtime.landmarks import FaceMeshTracker
+    from realtime.synthetic import SyntheticGenerator
+
+    names = face_model.expression_names
+    rng = np.random.default_rng(41)
+    out = []
+    with SyntheticGenerator(face_model, 512, 512, seed=43) as gen, FaceMeshTracker(static=True) as tracker:
+        for k in range(16):
+            w = gen.random_expression(rng) if k % 2 else np.zeros(face_model.n_expressions, np.float32)
+            if k < 12:
+                active = ("eyeBlink_L", "eyeBlink_R")[k % 2 if k < 6 else (k + 1) % 2]
+                mirror = active[:-1] + ("R" if active.endswith("L") else "L")
+                w[names.index(active)], w[names.index(mirror)] = rng.uniform(0.6, 1.0), 0.0
+            else:
+                w[:] = 0.0
+                w[names.index("eyeBlink_L")] = w[names.index("eyeBlink_R")] = 1.0 if k >= 14 else 0.0
+            s = gen.sample(expression=w, yaw_deg=float((-20.0, 0.0, 20.0)[k % 3]), pitch_deg=0.0, roll_deg=0.0)
+            tracks = tracker.track(s.image)
+            assert tracks, f"MediaPipe lost render {k}"
+            out.append((s, tracks[0]))
+    return out
+
+
+def test_asymmetry_term_adds_one_sidedness_and_never_removes_it(face_model, correspondence, blink_renders):
+    """The learned prior's blink difference (``FitOptions.prior_asymmetry_*``): on one-sided blinks the fit's
+    active − mirror margin grows (never shrinks), and the issue's 0.3 margin is reached more often; on
+    symmetric eyes (open or both shut) it changes nothing."""
+    names = face_model.expression_names
+    i_l, i_r = names.index("eyeBlink_L"), names.index("eyeBlink_R")
+    with_term, without = [], []
+    for s, track in blink_renders:
+        fits = [FaceFitter(face_model, correspondence, s.intrinsics,
+                           FitOptions.single_image(prior_asymmetry_strength=strength)).fit(track, mesh=False)
+                for strength in (FitOptions().prior_asymmetry_strength, 0.0)]
+        sign = float(np.sign(s.expression[i_l] - s.expression[i_r]))
+        with_term.append(sign * float(fits[0].expression[i_l] - fits[0].expression[i_r]))
+        without.append(sign * float(fits[1].expression[i_l] - fits[1].expression[i_r]))
+        if sign == 0.0:   # symmetric eyes: the term is inactive
+            np.testing.assert_allclose(fits[0].expression, fits[1].expression, atol=0.02)
+    a, b = np.array(with_term[:12]), np.array(without[:12])
+    assert np.all(a >= b - 0.02), (a, b)
+    assert np.mean(a >= 0.3) > np.mean(b >= 0.3), (a, b)
+    assert np.mean(a >= 0.3) >= 0.75, a
 
 
 @pytest.mark.slow

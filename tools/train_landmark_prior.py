@@ -28,6 +28,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -35,8 +36,27 @@ log = logging.getLogger("train_landmark_prior")
 CHUNK = 250
 
 
-def generate(data: Path, count: int, seed: int) -> None:
-    """Render + track until ``data`` holds ``count`` samples of this seed's stream (chunked, resumable)."""
+ONE_SIDED_MAIN = (("eyeBlink_L", "eyeBlink_R"), ("eyeBlink_R", "eyeBlink_L"), ("mouthSmile_L", "mouthSmile_R"),
+                  ("mouthSmile_R", "mouthSmile_L"))
+"""``--one-sided`` streams: the main expression of 4 renders in 5 (issue 3's one-sided blinks and smiles)."""
+
+
+def one_sided_expression(gen: Any, rng: np.random.Generator, i: int, names: list[str]) -> np.ndarray:
+    """Sample ``i`` of a ``--one-sided`` stream: the generator's random expression, and for 4 samples in 5 one
+    of eyeBlink_L/R, mouthSmile_L/R at U(0.6, 1) with its mirror at 0 (the construction of
+    ``tools/bench_fitting.py``'s one-sided set, on other seeds). Such renders are rare in the plain stream
+    (≈ 3 % of it), and the regressor learns from them how MediaPipe under-registers a one-sided blink/smile."""
+    w = gen.random_expression(rng)
+    if i % 5 != 4:
+        act, mirror = ONE_SIDED_MAIN[i % 4]
+        ia, ib = names.index(act), names.index(mirror)
+        w[ia], w[ib] = rng.uniform(0.6, 1.0), 0.0
+    return np.asarray(w)
+
+
+def generate(data: Path, count: int, seed: int, one_sided: bool = False) -> None:
+    """Render + track until ``data`` holds ``count`` samples of this seed's stream (chunked, resumable).
+    ``one_sided``: the stream of ``one_sided_expression`` instead of the generator's own expressions."""
     from realtime.facemodel import load_face_model
     from realtime.iris import measurement_version
     from realtime.landmarks import FaceMeshTracker
@@ -50,18 +70,24 @@ def generate(data: Path, count: int, seed: int) -> None:
     model = load_face_model()
     t0 = time.perf_counter()
     done = 0
+    names = list(model.expression_names)
+    rng = np.random.default_rng(seed)   # the one-sided stream's expressions
     with SyntheticGenerator(model, 512, 512, seed=seed) as gen, \
             FaceMeshTracker(max_faces=1, static=True) as tracker:
         for c in range(n_chunks):
             path = data / f"s{seed}_c{c:03d}.npz"
             if c not in todo:
                 gen.skip(CHUNK)   # keep the sample stream identical whatever was cached
+                if one_sided:
+                    for i in range(c * CHUNK, (c + 1) * CHUNK):
+                        one_sided_expression(gen, rng, i, names)
                 continue
             rec: dict[str, list[np.ndarray]] = {k: [] for k in (
                 "lm", "presence", "identity", "expression", "rotation", "translation", "intr", "found",
                 "iris_edge")}
-            for _ in range(CHUNK):
-                s = gen.sample()
+            for i in range(c * CHUNK, (c + 1) * CHUNK):
+                s = (gen.sample(expression=one_sided_expression(gen, rng, i, names)) if one_sided
+                     else gen.sample())
                 tracks = tracker.track(s.image)
                 rec["found"].append(np.array(bool(tracks)))
                 rec["lm"].append(tracks[0].landmarks_px.astype(np.float32) if tracks
@@ -246,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=20000, help="renders to have per --seed stream")
     ap.add_argument("--seed", type=int, default=101)
     ap.add_argument("--generate-only", action="store_true")
+    ap.add_argument("--one-sided", action="store_true",
+                    help="render the one-sided stream (4 in 5 renders a one-sided blink or smile, "
+                         "one_sided_expression) instead of the generator's own expressions")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--holdout", type=int, default=1000)
@@ -267,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     from realtime.paths import cache_dir
 
     data = args.data or cache_dir() / "training" / "landmark_prior"
-    generate(data, args.count, args.seed)
+    generate(data, args.count, args.seed, args.one_sided)
     if args.generate_only:
         return 0
     import torch
