@@ -290,10 +290,9 @@ class FaceFitter:
             mirror = np.asarray(model.expression_mirror)
             sided = [i for i, n in enumerate(model.expression_names)
                      if n.startswith(self.options.prior_asymmetry_prefixes) and mirror[i] > i]
-            self._asym_a = np.array(sided, np.int64)
-            self._asym_b = mirror[self._asym_a].astype(np.int64)
-            sd2 = self.prior.expression_sd[self._asym_a] ** 2 + self.prior.expression_sd[self._asym_b] ** 2
-            self._asym_prec = self.options.prior_asymmetry_strength / sd2
+            sd = self.prior.expression_sd
+            self._asym_pairs = [(i, int(mirror[i]), self.options.prior_asymmetry_strength
+                                 / float(sd[i] ** 2 + sd[mirror[i]] ** 2)) for i in sided]
         self.n_exp = model.n_expressions
         self.n_id = model.n_identity
         ids = np.asarray(correspondence.vertex_ids)[:N_SURFACE_LANDMARKS].astype(np.int64)
@@ -612,21 +611,22 @@ class FaceFitter:
             diag[6:6 + ne] += self._prior_exp_prec + plain / opt.expression_sigma**2
             g[6:6 + ne] -= ((st.expression - obs.prior_expression) * self._prior_exp_prec
                             + plain * (st.expression / opt.expression_sigma**2 + opt.expression_l1))
-            if opt.prior_asymmetry_strength > 0 and self._asym_a.size:
-                ia, ib = self._asym_a, self._asym_b
-                target = obs.prior_expression[ia] - obs.prior_expression[ib]
-                diff = st.expression[ia] - st.expression[ib]
+            if opt.prior_asymmetry_strength > 0:
                 # Only ever adds asymmetry: active where the regressor reads a one-sided difference that the
-                # fit shows less of (on the same side).
-                p = np.where((np.abs(target) >= opt.prior_asymmetry_min)
-                             & (np.sign(target) * diff < np.abs(target)), self._asym_prec, 0.0)
-                d = (diff - target) * p
-                h[6 + ia, 6 + ia] += p
-                h[6 + ib, 6 + ib] += p
-                h[6 + ia, 6 + ib] -= p
-                h[6 + ib, 6 + ia] -= p
-                g[6 + ia] -= d
-                g[6 + ib] += d
+                # fit shows less of (on the same side). Scalar code: one pair (eyeBlink) by default.
+                for ja, jb, prec in self._asym_pairs:
+                    target = float(obs.prior_expression[ja] - obs.prior_expression[jb])
+                    diff = float(st.expression[ja] - st.expression[jb])
+                    if abs(target) < opt.prior_asymmetry_min or (diff if target > 0 else -diff) >= abs(target):
+                        continue
+                    pull = (diff - target) * prec
+                    ia, ib = 6 + ja, 6 + jb
+                    h[ia, ia] += prec
+                    h[ib, ib] += prec
+                    h[ia, ib] -= prec
+                    h[ib, ia] -= prec
+                    g[ia] -= pull
+                    g[ib] += pull
         else:
             diag[6:6 + ne] += 1.0 / opt.expression_sigma**2
             g[6:6 + ne] -= st.expression / opt.expression_sigma**2 + opt.expression_l1
