@@ -356,6 +356,7 @@ class FaceFitter:
 
         self._state = _State(expression=np.zeros(self.n_exp), identity=np.zeros(self.n_id))
         self._locked_identity: np.ndarray | None = None
+        self._reid_reference: np.ndarray | None = None
         self._acc = _IdentityAccumulator.empty(self.n_id)
         self._verify: _IdentityAccumulator | None = None
         self.events: list[str] = []
@@ -375,16 +376,36 @@ class FaceFitter:
         """True when the next ``fit`` starts from scratch (no previous frame to warm-start from)."""
         return not self._state.valid
 
+    @property
+    def identity_verifying(self) -> bool:
+        """True while a re-found track is being checked against the lock (identity solved freely)."""
+        return self._verify is not None
+
+    @property
+    def reid_reference(self) -> np.ndarray | None:
+        """The identity a re-found face's landmark-only candidate is compared with (None when unlocked):
+        the locked identity itself, unless ``lock_identity`` was given another reference."""
+        return None if self._reid_reference is None else self._reid_reference.copy()
+
     def reset_identity(self) -> None:
         """Forget the locked identity and everything accumulated; the next good frames lock a new one."""
         self._locked_identity = None
+        self._reid_reference = None
         self._acc = _IdentityAccumulator.empty(self.n_id)
         self._verify = None
         self._state.identity = np.zeros(self.n_id)
 
-    def lock_identity(self, identity: np.ndarray) -> None:
-        """Freeze a known identity (e.g. a saved patient profile)."""
+    def lock_identity(self, identity: np.ndarray, *, reid_reference: np.ndarray | None = None) -> None:
+        """Freeze a known identity (e.g. a saved patient profile, or the photometrically refined identity).
+
+        ``reid_reference``: what re-identification compares a re-found face's candidate with. The candidate
+        is a landmark-only estimate from a few frames; an identity refined from other evidence (the images'
+        shading, ``realtime.identity_refine``) sits further from any landmark-only estimate of the same
+        person than the landmark lock it started from, so the caller passes that landmark lock here. Default:
+        ``identity`` itself."""
         self._locked_identity = np.asarray(identity, np.float64).copy()
+        ref = self._locked_identity if reid_reference is None else reid_reference
+        self._reid_reference = np.asarray(ref, np.float64).copy()
         self._state.identity = self._locked_identity
         self._locked_base_l = self._mean_l + (self._id_flat @ self._locked_identity).reshape(-1, 3)
 
@@ -780,8 +801,10 @@ class FaceFitter:
                 self._verify.prior_frames += 1
             if self._verify.frames >= opt.reid_frames:
                 cand = self._solve_accumulated(self._verify)
-                diff = (self._id_flat @ (cand - self._locked_identity)).reshape(-1, 3)
+                ref = self._reid_reference if self._reid_reference is not None else self._locked_identity
+                diff = (self._id_flat @ (cand - ref)).reshape(-1, 3)
                 rms = float(np.sqrt((diff**2).sum(axis=1).mean()))
+                log.debug("re-identification: the candidate differs by %.2f mm RMS", rms)
                 if rms > opt.reid_threshold_mm:
                     log.info("new face (identity differs by %.2f mm RMS): re-estimating identity", rms)
                     acc = self._verify
@@ -1015,6 +1038,11 @@ class FitStage:
             face.fit = fitter.fit(face.track, warm_start=face.engine if fitter.cold else None, mesh=self.mesh)
             result.events.extend(e for e in fitter.events if e not in result.events)
         result.timings_ms[self.name] = (time.perf_counter() - t0) * 1000.0
+
+    @property
+    def fitters(self) -> tuple[FaceFitter, ...]:
+        """The per-slot fitters made so far (for stages that work with their identity lock)."""
+        return tuple(self._fitters)
 
     def close(self) -> None:
         self._fitters.clear()
