@@ -41,22 +41,27 @@ ONE_SIDED_MAIN = (("eyeBlink_L", "eyeBlink_R"), ("eyeBlink_R", "eyeBlink_L"), ("
 """``--one-sided`` streams: the main expression of 4 renders in 5 (issue 3's one-sided blinks and smiles)."""
 
 
-def one_sided_expression(gen: Any, rng: np.random.Generator, i: int, names: list[str]) -> np.ndarray:
+def one_sided_expression(gen: Any, rng: np.random.Generator, i: int, names: list[str],
+                         bilateral: bool = False) -> np.ndarray:
     """Sample ``i`` of a ``--one-sided`` stream: the generator's random expression, and for 4 samples in 5 one
     of eyeBlink_L/R, mouthSmile_L/R at U(0.6, 1) with its mirror at 0 (the construction of
     ``tools/bench_fitting.py``'s one-sided set, on other seeds). Such renders are rare in the plain stream
-    (≈ 3 % of it), and the regressor learns from them how MediaPipe under-registers a one-sided blink/smile."""
+    (≈ 3 % of it), and the regressor learns from them how MediaPipe under-registers a one-sided blink/smile.
+    ``bilateral``: both sides at the same U(0.6, 1) weight instead (the symmetric counterpart, so that the
+    regressor does not learn that a strong blink or smile is usually one-sided)."""
     w = gen.random_expression(rng)
     if i % 5 != 4:
         act, mirror = ONE_SIDED_MAIN[i % 4]
         ia, ib = names.index(act), names.index(mirror)
-        w[ia], w[ib] = rng.uniform(0.6, 1.0), 0.0
+        w[ia] = rng.uniform(0.6, 1.0)
+        w[ib] = w[ia] if bilateral else 0.0
     return np.asarray(w)
 
 
-def generate(data: Path, count: int, seed: int, one_sided: bool = False) -> None:
+def generate(data: Path, count: int, seed: int, one_sided: bool = False, bilateral: bool = False) -> None:
     """Render + track until ``data`` holds ``count`` samples of this seed's stream (chunked, resumable).
-    ``one_sided``: the stream of ``one_sided_expression`` instead of the generator's own expressions."""
+    ``one_sided``: the stream of ``one_sided_expression`` instead of the generator's own expressions
+    (``bilateral``: its symmetric variant)."""
     from realtime.facemodel import load_face_model
     from realtime.iris import measurement_version
     from realtime.landmarks import FaceMeshTracker
@@ -80,13 +85,13 @@ def generate(data: Path, count: int, seed: int, one_sided: bool = False) -> None
                 gen.skip(CHUNK)   # keep the sample stream identical whatever was cached
                 if one_sided:
                     for i in range(c * CHUNK, (c + 1) * CHUNK):
-                        one_sided_expression(gen, rng, i, names)
+                        one_sided_expression(gen, rng, i, names, bilateral)
                 continue
             rec: dict[str, list[np.ndarray]] = {k: [] for k in (
                 "lm", "presence", "identity", "expression", "rotation", "translation", "intr", "found",
                 "iris_edge")}
             for i in range(c * CHUNK, (c + 1) * CHUNK):
-                s = (gen.sample(expression=one_sided_expression(gen, rng, i, names)) if one_sided
+                s = (gen.sample(expression=one_sided_expression(gen, rng, i, names, bilateral)) if one_sided
                      else gen.sample())
                 tracks = tracker.track(s.image)
                 rec["found"].append(np.array(bool(tracks)))
@@ -275,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one-sided", action="store_true",
                     help="render the one-sided stream (4 in 5 renders a one-sided blink or smile, "
                          "one_sided_expression) instead of the generator's own expressions")
+    ap.add_argument("--bilateral", action="store_true",
+                    help="with --one-sided: both sides of the blink or smile at the same weight")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--holdout", type=int, default=1000)
@@ -296,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     from realtime.paths import cache_dir
 
     data = args.data or cache_dir() / "training" / "landmark_prior"
-    generate(data, args.count, args.seed, args.one_sided)
+    generate(data, args.count, args.seed, args.one_sided, args.bilateral)
     if args.generate_only:
         return 0
     import torch
