@@ -171,8 +171,9 @@ class FitOptions:
     learnt how MediaPipe registers a one-sided blink on renders (its lid points move only part of the way)."""
     prior_asymmetry_strength: float = 3.0
     """Precision of that difference term: strength / (sd_L² + sd_R²) with the regressor's held-out spreads; 0
-    disables it. One-sided renders of the tuning seeds 7/11/13 (300 blinks): read with the 0.3 margin in 64 %
-    without the term, 81 % with it (retrained prior; 62 -> 73 % with the prior of the third session)."""
+    disables it. One-sided renders of the tuning seeds 7/11/13 (300 blinks): read with the 0.3 margin in 62 %
+    without the term, 73 % with it (64 -> 81 % with a prior retrained on one-sided renders, not shipped:
+    docs/fitting.md)."""
     prior_asymmetry_min: float = 0.1
     """The difference term is one-sided: it acts only where the regressor reads at least this much difference
     and the fit shows less of it on that side, so it adds asymmetry the landmarks under-register but never

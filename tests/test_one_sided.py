@@ -3,9 +3,9 @@ MediaPipe and the real fitter.
 
 Issue 3's figure is "active side exceeds mirror by ≥ 0.3 in ≥ 95 % of one-sided renders". Measured here
 (single one-sided expressions, |yaw| ≤ 30°): the active side is above its mirror in every render and the 0.3
-margin is reached in 93 % (82 % with the prior of the third session, before it was retrained with one-sided
-renders and the blink difference term); the bench's harder set (random other expressions, |yaw| ≤ 45°)
-reaches 80 % (tools/bench_fitting.py, docs/fitting.md). The floors below keep it from silently regressing.
+margin is reached in 88 % (82 % without the one-sided blink-difference term); the bench's harder set (random
+other expressions, |yaw| ≤ 45°) reaches 69 % (tools/bench_fitting.py, docs/fitting.md). The floors below keep
+it from silently regressing.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_one_sided_renders_keep_their_side(face_model, correspondence):
     m = np.array(margins)
     assert np.mean(m > 0.0) >= 0.95, m          # the moving side is the one fitted
     assert np.all(m > -0.3), m                   # never a flipped side
-    assert np.mean(m >= 0.3) >= 0.85, m          # floor of the issue's 0.3-margin figure (measured 0.93)
+    assert np.mean(m >= 0.3) >= 0.85, m          # floor of the issue's 0.3-margin figure (measured 0.88)
 
 
 @pytest.fixture(scope="module")
