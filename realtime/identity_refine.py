@@ -47,6 +47,7 @@ import numpy as np
 
 from realtime.camera import Intrinsics
 from realtime.results import FaceFit, FaceTrack, FrameResult
+from realtime.spawn import start_single_threaded
 
 if TYPE_CHECKING:
     from realtime.correspondence import Correspondence
@@ -59,9 +60,6 @@ log = logging.getLogger(__name__)
 SLOT_FRONT = "front"
 SLOT_LEFT = "left"     # the subject's left side toward the camera: positive yaw
 SLOT_RIGHT = "right"
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS")
-_ENV_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,17 +313,7 @@ class IdentityRefineWorker:
         self._proc = ctx.Process(target=_child_main, name="realtime-identity-refine", daemon=True,
                                  args=(self._inbox, self._outbox, self.model_name, self.photo, self.nice,
                                        self.idle_policy, logging.getLogger("realtime").getEffectiveLevel()))
-        with _ENV_LOCK:  # the spawned child inherits os.environ as it is at start()
-            saved = {k: os.environ.get(k) for k in _THREAD_ENV}
-            os.environ.update({k: "1" for k in _THREAD_ENV})
-            try:
-                self._proc.start()
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+        start_single_threaded(self._proc)
 
     def submit(self, request: IdentityRefineRequest) -> None:
         with self._cond:

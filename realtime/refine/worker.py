@@ -32,12 +32,10 @@ from realtime.camera import Intrinsics
 from realtime.refine.job import RefineOutcome, RefineRequest
 from realtime.refine.keyframes import KeyframeDecision, KeyframeOptions, KeyframeSelector
 from realtime.results import FrameResult
+from realtime.spawn import start_single_threaded
 
 log = logging.getLogger(__name__)
 
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "LP_NUM_THREADS")
-_ENV_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +121,7 @@ class RefineWorker:
                                  args=(self._inbox, self._outbox, model_name, nice, idle_policy,
                                        logging.getLogger("realtime").getEffectiveLevel(), pin_cpu),
                                  daemon=True)
-        with _ENV_LOCK:  # a spawned child inherits os.environ as it is at start()
-            saved = {k: os.environ.get(k) for k in _THREAD_ENV}
-            os.environ.update({k: "1" for k in _THREAD_ENV})
-            try:
-                self._proc.start()
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+        start_single_threaded(self._proc)
         self._heap: list[_Pending] = []
         self._seq = itertools.count()
         self._ids = itertools.count(1)
