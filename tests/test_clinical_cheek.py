@@ -46,7 +46,7 @@ def _deltas(model, corr, intr, images, neutral: int, options=None):
     # the person's identity as a session has it: from the neutral frames (median, like session_identity)
     identity = np.median([f.identity for f in fits[:neutral]], axis=0)
     est = CheekPuffEstimator(model, identity, intr, corr, options)
-    raw = np.array([est.estimate(FrameParams(img, f.expression, f.pose.rotation, f.pose.translation_mm))[0]
+    raw = np.array([est.estimate(FrameParams(img, f.expression, f.pose.rotation, f.pose.translation_mm))
                     for img, f in zip(images, fits, strict=True)])
     ang = np.array([f.pose.euler_deg()[:2] for f in fits])
     cal = calibrate_bias(raw[:neutral], ang[:neutral, 0], ang[:neutral, 1])

@@ -123,7 +123,7 @@ def section_param(model: MorphableModel, ev: MetricEvaluator) -> dict[str, Any]:
 
 def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
                 args: argparse.Namespace) -> dict[str, Any]:
-    from realtime.clinical.report import analyse_path, make_report
+    from realtime.clinical.report import make_report
     from realtime.clinical.sessions import FitCollector, load_series
     from realtime.session.protocol import load_protocol, parse_protocol
 
@@ -170,18 +170,20 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
         meas_series.exercise = truth_series.exercise[:k]
         meas_series.repetition = truth_series.repetition[:k]
         meas_series.phase = truth_series.phase[:k]
-    t_video = 0.0
+    t_report = 0.0
+    made = None
     if source == "recorded session":
-        # what the report does: the live fit, plus the cheek puff re-measured from the session video
+        # what the report measures: the live fit, plus the cheek puff re-measured from the session video
         live_only = analyse_session(meas_series, model, ev)
         t0 = time.perf_counter()
-        meas = analyse_path(folder, model, ev).analysis
-        t_video = time.perf_counter() - t0
+        made = make_report(folder, model, Path(args.report or work / "report.html"))
+        t_report = time.perf_counter() - t0
+        meas = made.analysis
     else:
         meas = analyse_session(meas_series, model, ev)
     rows = region_rows(truth, meas)
     print(f"measured from: {source}; {meas.n_valid}/{meas.n_frames} frames usable; cheek puff from "
-          f"{meas.cheek_puff_source} ({t_video:.1f} s)")
+          f"{meas.cheek_puff_source} (report {t_report:.1f} s)")
     print_regions(rows, "per-region symmetry ratio (right / left); truth = the same formulas on the known "
                         "parameters")
     live_cheek: dict[str, Any] = {}
@@ -213,12 +215,10 @@ def section_e2e(model: MorphableModel, ev: MetricEvaluator, work: Path,
                               "measurement_variants": variants,
                               "affected": meas.affected.side, "affected_statement": meas.affected.statement,
                               "regions": rows, "render_s": t_render, "pipeline_s": t_pipe,
-                              "cheek_puff_source": meas.cheek_puff_source, "video_evidence_s": t_video,
+                              "cheek_puff_source": meas.cheek_puff_source, "report_s": t_report,
                               "cheek_live_fit_only": live_cheek,
                               "diagnostics": diag}
-    if source == "recorded session":
-        out_html = Path(args.report or work / "report.html")
-        made = make_report(folder, model, out_html)
+    if made is not None:
         print(f"report: {made.html_path}")
         result["report"] = str(made.html_path)
         if args.screenshot:

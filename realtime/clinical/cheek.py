@@ -100,9 +100,8 @@ class CheekPuffEstimator:
         self._fitter = PhotometricFitter(person, corr, self.options.photo)
         self._mesher = MeshBuilder(person)
 
-    def estimate(self, frame: FrameParams) -> tuple[np.ndarray, float]:
-        """(left, right) weights (not clipped: a neutral cheek can read slightly negative) and the
-        photometric RMS after the fit (grey levels)."""
+    def estimate(self, frame: FrameParams) -> np.ndarray:
+        """(left, right) weights, not clipped: a neutral cheek can read slightly negative."""
         expr = np.asarray(frame.expression, np.float32).copy()
         expr[self.index] = 0.0
         zero = np.zeros(2)
@@ -110,7 +109,7 @@ class CheekPuffEstimator:
                                     np.asarray(frame.translation_mm, np.float64), 0.0, 1.0, True)
         res = self._fitter.fit([PhotoView(frame.image, self.intrinsics, fit, None)], identity=zero,
                                prior_centre=zero)
-        return np.asarray(res.identity, np.float64), float(res.photometric_rms[1])
+        return np.asarray(res.identity, np.float64)
 
 
 @dataclass(frozen=True)
@@ -253,7 +252,7 @@ def refine_cheek_puff(series: SessionSeries, session_dir: str | Path, model: Mor
         img = images.get(int(i))
         if img is None:
             continue
-        raw[int(i)], _ = est.estimate(FrameParams(img, series.expression[i], series.rotation[i],
+        raw[int(i)] = est.estimate(FrameParams(img, series.expression[i], series.rotation[i],
                                                   series.translation_mm[i]))
     n_rows = [int(i) for i in neutral if int(i) in raw]
     if len(n_rows) < o.min_neutral_frames:

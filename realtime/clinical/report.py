@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from html import escape
 from pathlib import Path
@@ -25,7 +25,7 @@ import numpy as np
 from realtime import __version__
 from realtime.camera import Intrinsics
 from realtime.clinical import svg
-from realtime.clinical.cheek import refine_cheek_puff
+from realtime.clinical.cheek import Progress, refine_cheek_puff
 from realtime.clinical.metrics import (
     LIVE_CHEEK_SOURCE,
     METRICS,
@@ -48,7 +48,6 @@ RENDER_DISTANCE_MM = 520.0
 MIN_HEATMAP_RANGE_MM = 2.0
 """The colour scale spans at least ±2 mm so that a symmetric face does not show amplified noise."""
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
