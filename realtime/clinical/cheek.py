@@ -52,6 +52,11 @@ class CheekEvidenceOptions:
     settle_s: float = 0.5
     """The first part of a rest phase is skipped: the face is still relaxing from the exercise."""
     min_neutral_frames: int = 4
+    identity_views: int = 6
+    """Neutral frames (spread over the session's head yaw) on which the person's neutral face is refined
+    against the video before the cheeks are measured; 0 keeps the landmark lock."""
+    identity_photo: PhotoFitOptions = field(default_factory=lambda: PhotoFitOptions(identity_sigma=0.25))
+    """The neutral-face refinement's settings (identity prior width relative to the landmark lock)."""
     slope_sigma_per_deg: float = 0.02
     """Prior scale of the bias's yaw/pitch slopes (weights per degree; measured on the synthetic patient:
     0.01-0.035). With ``bias_sigma`` it is a ridge worth 25 frames·deg²: the slopes are learned only when
@@ -156,10 +161,16 @@ class CheekRefinement:
     neutral_frames: int
     residual_sd: tuple[float, float]
     seconds: float
+    identity_views: int = 0
+    """Neutral frames the person's neutral face was refined on (0: the landmark lock was used)."""
+    identity_rms: tuple[float, float] = (0.0, 0.0)
+    """Colour residual (grey levels) of those frames with the landmark lock / the refined neutral face."""
 
     @property
     def source(self) -> str:
-        return (f"the video's shading ({self.frames_measured} cheek-puff frames; bias calibrated on "
+        face = (f"neutral face refined on {self.identity_views} neutral frames, colour residual "
+                f"{self.identity_rms[0]:.1f} → {self.identity_rms[1]:.1f} grey; " if self.identity_views else "")
+        return (f"the video's shading ({self.frames_measured} cheek-puff frames; {face}bias calibrated on "
                 f"{self.neutral_frames} neutral frames, scatter {self.residual_sd[0]:.2f} / "
                 f"{self.residual_sd[1]:.2f} left / right)")
 
@@ -170,7 +181,8 @@ def _spread(rows: np.ndarray, k: int) -> np.ndarray:
     return rows[np.unique(np.round(np.linspace(0, len(rows) - 1, k)).astype(np.int64))]
 
 
-def _neutral_rows(series: SessionSeries, o: CheekEvidenceOptions) -> np.ndarray:
+def _neutral_rows(series: SessionSeries, o: CheekEvidenceOptions, limit: int | None = None) -> np.ndarray:
+    """Settled neutral rows, ``limit`` (default ``o.neutral_frames``) of them spread over the session."""
     assert series.exercise is not None and series.phase is not None
     ex = np.asarray(series.exercise).astype(str)
     ph = np.asarray(series.phase).astype(str)
@@ -182,7 +194,42 @@ def _neutral_rows(series: SessionSeries, o: CheekEvidenceOptions) -> np.ndarray:
     began = t[start[np.searchsorted(start, np.arange(len(t)), side="right") - 1]]
     settled = (t - began) >= o.settle_s
     rows = np.flatnonzero((rest_hold | (relaxed & settled)) & series.valid)
-    return _spread(rows, o.neutral_frames)
+    return _spread(rows, o.neutral_frames if limit is None else limit)
+
+
+def _identity_rows(series: SessionSeries, o: CheekEvidenceOptions) -> np.ndarray:
+    """``o.identity_views`` neutral rows evenly spread over the range of head yaw (then pitch)."""
+    if o.identity_views <= 0 or series.yaw_deg is None:
+        return np.zeros(0, np.int64)
+    rows = _neutral_rows(series, o, limit=len(series.valid))
+    return _spread(rows[np.argsort(series.yaw_deg[rows], kind="stable")], o.identity_views)
+
+
+def refine_neutral_face(model: MorphableModel, correspondence: Correspondence, identity: np.ndarray | None,
+                        intrinsics: Intrinsics, frames: list[FrameParams],
+                        options: CheekEvidenceOptions | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+    """The person's identity refined against neutral frames of the session (analysis by synthesis, all views
+    jointly, each frame's live pose as the start), rescaled to the landmark lock's size (the iris scale:
+    shading cannot tell size from distance). Returns it and the colour residual before / after (grey).
+
+    Why: the cheek estimate explains whatever shading the neutral face model gets wrong. With the landmark
+    lock, the synthetic patient's neutral frames read a right-cheek "puff" that changes by 0.02-0.03 per
+    degree of yaw, which the bias calibration cannot fully remove when the head moves (``docs/clinical.md``).
+    """
+    from realtime.identity_refine import IdentityRefiner
+
+    o = options or CheekEvidenceOptions()
+    start = np.zeros(model.n_identity) if identity is None else np.asarray(identity, np.float64)
+    refiner = IdentityRefiner(model, correspondence, o.identity_photo)
+    mesher = MeshBuilder(model)
+    views = [PhotoView(f.image, intrinsics,
+                       mesher.make_fit(intrinsics, start, np.asarray(f.expression, np.float64),
+                                       np.asarray(f.rotation, np.float64), np.asarray(f.translation_mm, np.float64),
+                                       0.0, 1.0, True), None)
+             for f in frames]
+    res = refiner.photo.fit(views, start, start)
+    refined = refiner.rescaled(res.identity, refiner.size_ratio(res.identity, start))
+    return refined, (float(res.photometric_rms[0]), float(res.photometric_rms[1]))
 
 
 def _read_frames(video: Path, wanted: dict[int, int]) -> dict[int, np.ndarray]:
@@ -226,34 +273,50 @@ def refine_cheek_puff(series: SessionSeries, session_dir: str | Path, model: Mor
             or series.yaw_deg is None or series.pitch_deg is None):
         log.info("cheek puff: the session table has no head pose or video frame numbers; live fit kept")
         return None
+    rotation, translation = series.rotation, series.translation_mm
     session = load_session(session_dir)
     intr = session.intrinsics
     if session.video_path is None or not session.video_path.exists() or intr is None:
         log.info("cheek puff: no video or intrinsics in %s; live fit kept", session_dir)
         return None
     neutral = _neutral_rows(series, o)
+    id_rows = _identity_rows(series, o)
     rep = np.asarray(series.repetition if series.repetition is not None else np.zeros(len(ex)), np.int64)
     measured: list[np.ndarray] = []
     for r in np.unique(rep[hold]):
         measured.append(_spread(np.flatnonzero(hold & (rep == r)), o.frames_per_repetition))
     hold_rows = np.concatenate(measured)
-    rows = np.concatenate([neutral, hold_rows])
+    rows = np.concatenate([neutral, hold_rows, id_rows])
     vf = series.video_frame
     wanted = {int(vf[i]): int(i) for i in rows if vf[i] >= 0}
     if len(neutral) < o.min_neutral_frames or not wanted:
         log.info("cheek puff: %d neutral frames (need %d); live fit kept", len(neutral), o.min_neutral_frames)
         return None
     images = _read_frames(session.video_path, wanted)
-    est = CheekPuffEstimator(model, series.session_identity(), intr, correspondence, o)
+
+    def params(i: int) -> FrameParams:
+        return FrameParams(images[i], series.expression[i], rotation[i], translation[i])
+
+    corr = correspondence if correspondence is not None else load_correspondence(model)
+    identity = series.session_identity()
+    id_frames = [params(int(i)) for i in id_rows if int(i) in images]
+    id_rms = (0.0, 0.0)
+    if progress is not None:
+        progress("refining the neutral face", 0, 1)
+    if len(id_frames) >= 2:
+        identity, id_rms = refine_neutral_face(model, corr, identity, intr, id_frames, o)
+        log.info("cheek puff: neutral face refined on %d frames, colour residual %.2f -> %.2f grey",
+                 len(id_frames), *id_rms)
+    else:
+        id_frames = []
+    est = CheekPuffEstimator(model, identity, intr, corr, o)
+    measure = [int(i) for i in np.concatenate([neutral, hold_rows])]
     raw: dict[int, np.ndarray] = {}
-    for k, i in enumerate(rows, start=1):
+    for k, i in enumerate(measure, start=1):
         if progress is not None:
-            progress("measuring cheek puff", k, len(rows))
-        img = images.get(int(i))
-        if img is None:
-            continue
-        raw[int(i)] = est.estimate(FrameParams(img, series.expression[i], series.rotation[i],
-                                                  series.translation_mm[i]))
+            progress("measuring cheek puff", k, len(measure))
+        if i in images:
+            raw[i] = est.estimate(params(i))
     n_rows = [int(i) for i in neutral if int(i) in raw]
     if len(n_rows) < o.min_neutral_frames:
         log.info("cheek puff: only %d neutral frames could be read; live fit kept", len(n_rows))
@@ -275,4 +338,5 @@ def refine_cheek_puff(series: SessionSeries, session_dir: str | Path, model: Mor
             expr[seg, est.index[s]] = np.interp(seg, h_rows[have], values[have, s])
     out = replace(series, expression=expr)
     return CheekRefinement(out, len(h_rows), len(n_rows),
-                           (float(cal.residual_sd[0]), float(cal.residual_sd[1])), time.perf_counter() - t0)
+                           (float(cal.residual_sd[0]), float(cal.residual_sd[1])), time.perf_counter() - t0,
+                           len(id_frames), id_rms)
