@@ -52,7 +52,7 @@ class CheekEvidenceOptions:
     settle_s: float = 0.5
     """The first part of a rest phase is skipped: the face is still relaxing from the exercise."""
     min_neutral_frames: int = 4
-    identity_views: int = 6
+    identity_views: int = 8
     """Neutral frames (spread over the session's head yaw) on which the person's neutral face is refined
     against the video before the cheeks are measured; 0 keeps the landmark lock."""
     identity_photo: PhotoFitOptions = field(default_factory=lambda: PhotoFitOptions(identity_sigma=0.25))
