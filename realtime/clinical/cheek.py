@@ -9,9 +9,11 @@ re-estimates the two ``cheekPuff`` weights by analysis by synthesis against the 
 (:class:`realtime.refine.photometric.PhotometricFitter`, with the two blendshapes as the only shape
 coefficients and the live fit's pose, identity and other expression weights as the start).
 
-The estimate has a bias that depends on the person and on the head pose (the identity is only
-approximately known, so a neutral cheek can look slightly puffed or hollow; measured on the synthetic
-patient: −0.2 to +0.1 on neutral frames, changing with yaw). It is therefore calibrated on the same
+First the person's neutral face (the landmark lock's identity) is refined against a few neutral frames of the
+session spread over its head yaw (:func:`refine_neutral_face`): otherwise the two cheek blendshapes explain the
+neutral face's own shading error, which changes as the head turns. The estimate still has a small bias that
+depends on the person and on the head pose (a neutral cheek can read slightly puffed or hollow: on the
+synthetic patient −0.1 to 0, changing by up to 0.016 per degree of yaw). It is therefore calibrated on the same
 session's *neutral* frames (the ``rest`` exercise and the relaxed phases around the cheek-puff
 repetitions): per side, bias = a + b·yaw + c·pitch by least squares with a ridge on the slopes, and each
 cheek-puff frame's weight is the live rest value plus its estimate minus the predicted bias. The
@@ -198,7 +200,7 @@ def _neutral_rows(series: SessionSeries, o: CheekEvidenceOptions, limit: int | N
 
 
 def _identity_rows(series: SessionSeries, o: CheekEvidenceOptions) -> np.ndarray:
-    """``o.identity_views`` neutral rows evenly spread over the range of head yaw (then pitch)."""
+    """``o.identity_views`` neutral rows evenly spread over the session's range of head yaw."""
     if o.identity_views <= 0 or series.yaw_deg is None:
         return np.zeros(0, np.int64)
     rows = _neutral_rows(series, o, limit=len(series.valid))
@@ -307,6 +309,8 @@ def refine_cheek_puff(series: SessionSeries, session_dir: str | Path, model: Mor
         identity, id_rms = refine_neutral_face(model, corr, identity, intr, id_frames, o)
         log.info("cheek puff: neutral face refined on %d frames, colour residual %.2f -> %.2f grey",
                  len(id_frames), *id_rms)
+        if progress is not None:
+            progress("refining the neutral face", 1, 1)
     else:
         id_frames = []
     est = CheekPuffEstimator(model, identity, intr, corr, o)
