@@ -194,10 +194,19 @@ class Pipeline:
 
     # ------------------------------------------------------------------ control
     def run(self) -> PipelineStats:
-        """Process until the source ends / ``max_frames`` / ``stop()``; returns the statistics."""
-        self._loop()
-        if self._error is not None:
-            raise self._error
+        """Process until the source ends / ``max_frames`` / ``stop()``; returns the statistics.
+
+        The frames are processed on the processing thread while the caller waits: a ``KeyboardInterrupt``
+        (Ctrl+C, or SIGTERM under :func:`interrupt_on_termination`) then stops the pipeline *between*
+        frames, so every sink has either consumed a frame or not seen it, and ``stats.frames`` counts
+        exactly what the sinks wrote. The interrupt is re-raised once the frame in flight is done."""
+        self.start()
+        try:
+            while not self.wait(POLL_S):
+                pass
+        except KeyboardInterrupt:
+            self.stop()
+            raise
         return self.stats
 
     def start(self) -> None:
