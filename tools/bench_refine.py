@@ -8,6 +8,11 @@ Sections (each prints a table; ``--json`` prints everything as one JSON object):
              truth, in image space and in the UV normal map, interior of the face (6 px / 4 texels in
              from the mask border); baselines: the coarse mesh (no detail) and "dark is deep" (the
              high-passed image luminance taken as height).
+* detaildiag — where the fine stage loses the synthetic detail (fine stage on the true coarse face): the
+             stage-1 light against the true one, how much of the detail's shading the albedo map and the
+             refined depth take, how much the image carries, and the bench's depth-map truth against the
+             renderer's interpolated normals (``bench_detail_diag``). ``--sfs FIELD=VALUE`` overrides a
+             ``SfsOptions`` field in both detail sections.
 * photos   — the real photos in ../shared/data/images: photometric error (mean |I - render|, grey levels)
              of the coarse renders (region colours; the same albedo-map estimation) and the refined render
              on the same pixels (all and interior), the error on held-out blocks, stage times (wall and CPU
@@ -20,7 +25,8 @@ Sections (each prints a table; ``--json`` prints everything as one JSON object):
 * network  — the DECA-style detail network (``engines/detail_uv.onnx``) if present: CPU latency via
              onnxruntime and correlation of its displacement maps with the SFS maps on held-out samples.
 
-    .venv/bin/python tools/bench_refine.py [--sections detail,photos,twoview,live,network] [--json]
+    .venv/bin/python tools/bench_refine.py [--sections detail,detaildiag,photos,twoview,live,network] [--json]
+        [--seed 7] [--detail-samples 3] [--lights studio,key45] [--sfs FIELD=VALUE ...]
 """
 
 from __future__ import annotations
@@ -95,7 +101,7 @@ def _texel_mm(atlas: Any, model: Any) -> float:
     return float(np.median(mm[ok] / tx[ok]))
 
 
-def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
+def bench_detail(n: int, seed: int, lights: list[str], sfs: Any = None) -> dict[str, Any]:
     """Normals are compared as deviations from the *true* undisplaced surface, all from depth maps through
     the fine stage's own operator (forward differences), on the same crop pixels: the truth is
     n(displaced) - n(smooth); the refined mesh scores n(refined) - n(smooth), so a perfect reconstruction
@@ -113,16 +119,18 @@ def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
         render_detail_sample,
     )
     from realtime.refine.job import RefineEngine, RefineRequest
-    from realtime.refine.sfs import depth_normals
+    from realtime.refine.sfs import SfsOptions, depth_normals
     from realtime.refine.snapshot import RefineOptions
     from realtime.results import FaceFit, Pose
     from realtime.synthetic import SyntheticGenerator
 
+    sfs = sfs or SfsOptions()
     model = load_face_model()
     corr_tab = load_correspondence(model)
     rows = []
-    with SyntheticGenerator(model, 512, 512, seed=seed) as gen, RefineEngine(model, corr_tab) as eng, \
-            RefineEngine(model, corr_tab, RefineOptions(medium=False, photometric=False)) as eng_true:
+    with SyntheticGenerator(model, 512, 512, seed=seed) as gen, \
+            RefineEngine(model, corr_tab, RefineOptions(sfs=sfs)) as eng, \
+            RefineEngine(model, corr_tab, RefineOptions(medium=False, photometric=False, sfs=sfs)) as eng_true:
         for light in lights:
             for i in range(n):
                 rng = np.random.default_rng(seed * 1000 + i)
@@ -200,6 +208,87 @@ def bench_detail(n: int, seed: int, lights: list[str]) -> dict[str, Any]:
         means[light] = {k: statistics.mean(r[k] for r in sel if k in r) for k in keys
                         if any(k in r for r in sel)}
     return {"samples": rows, "mean": means}
+
+
+def bench_detail_diag(n: int, seed: int, lights: list[str], sfs: Any = None) -> list[dict[str, Any]]:
+    """Where the fine stage loses the synthetic detail (the same samples as ``bench_detail``, fine stage on the
+    true coarse face). t = the true detail's relative shading (Y(n_displaced) - Y(n_smooth)) · sh_true /
+    Y(n_smooth) · sh_true from the renderer's interpolated normals; every map high-passed at DETAIL_BAND_MM.
+    Columns: the stage-1 light's band-1 direction against the true light (cosine) and its band-1/band-0
+    strength (fitted, true); slope and correlation against t of the albedo map's relative luminance (does
+    the albedo take the detail's shading?), of the refined depth's own detail shading, and of the input image
+    over the true smooth shading (how much of t the image carries); the bench's truth (forward differences
+    of the dense mesh's depth map) against the interpolated normals' detail (the ceiling a perfect recovery of
+    the shaded normals would score); the refined detail against both truths on the same pixels."""
+    from realtime.correspondence import load_correspondence
+    from realtime.facemodel import load_face_model
+    from realtime.refine.detail_synth import DETAIL_BAND_MM, highpass, render_detail_sample
+    from realtime.refine.job import RefineEngine, RefineRequest
+    from realtime.refine.sfs import SfsOptions, depth_normals, sh_basis
+    from realtime.refine.snapshot import RefineOptions
+    from realtime.results import FaceFit, Pose
+    from realtime.synthetic import SyntheticGenerator
+
+    lum = np.array([0.299, 0.587, 0.114])
+    model = load_face_model()
+    corr_tab = load_correspondence(model)
+    opts = RefineOptions(medium=False, photometric=False, sfs=sfs or SfsOptions())
+
+    def slope_corr(a: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+        return float((a * t).sum() / max(float((t * t).sum()), 1e-12)), corr(a, t)
+
+    def band1(sh: np.ndarray) -> tuple[np.ndarray, float]:
+        g = np.asarray(sh, np.float64) @ lum
+        return g[[3, 1, 2]], float(g[0])
+
+    rows = []
+    with SyntheticGenerator(model, 512, 512, seed=seed) as gen, RefineEngine(model, corr_tab, opts) as eng:
+        for light in lights:
+            for i in range(n):
+                rng = np.random.default_rng(seed * 1000 + i)
+                sh_true = np.asarray(LIGHTS[light](rng), np.float64)
+                ds = render_detail_sample(gen, model, eng.atlas, seed * 1000 + i, distance_mm=330.0,
+                                          albedo=np.tile(LIGHT_SKIN, (model.n_vertices, 1)), sh_coeffs=sh_true)
+                v = np.asarray(ds.vertices_mm)
+                lm = v[model.landmarks68]
+                fit = FaceFit(Pose(ds.rotation, ds.translation_mm), np.zeros(model.n_expressions),
+                              np.zeros(model.n_identity), v, ds.intrinsics.project(lm), lm, 0.0, 1.0)
+                _, ref = eng.run(RefineRequest(image=ds.image, intrinsics=ds.intrinsics, fit=fit))
+                s, k = ref.sfs, ref.crop.intrinsics
+                nt, ns = ds.depth_map_normals(k), ds.depth_map_normals(k, displaced=False)
+                ni, cov = ds.camera_normals(k)
+                nsi, _ = ds.camera_normals(k, displaced=False)
+                s_true = (sh_basis(nsi) @ sh_true) @ (LIGHT_SKIN * lum)
+                t_full = ((sh_basis(ni) @ sh_true) @ (LIGHT_SKIN * lum) - s_true) / np.maximum(s_true, 1e-3)
+                # pixels where the true smooth shading is well above 0 (relative shading is defined there)
+                m = interior(s.mask & cov & (np.abs(nt).sum(-1) > 0) & (np.abs(ns).sum(-1) > 0)
+                             & (s_true > 0.1), 6)
+                sig = DETAIL_BAND_MM / (float(np.median(s.depth0[s.mask])) / k.fx)
+                t = highpass(t_full, m, sig)[m]
+                albedo = s.albedo @ lum
+                rel_albedo = highpass(albedo / np.median(albedo[m]) - 1.0, m, sig)[m]
+                n_ref, n_base = depth_normals(s.depth, k), depth_normals(s.depth0, k)
+                sr, s0 = (sh_basis(n_ref) @ s.sh) @ lum, (sh_basis(n_base) @ s.sh) @ lum
+                depth_shading = highpass((sr - s0) / np.maximum(s0, 1e-3), m, sig)[m]
+                image_ratio = highpass((ref.crop.image @ lum) / np.maximum(s_true, 1e-3), m, sig)[m]
+                v_fit, a_fit = band1(s.sh0)
+                v_true, a_true = band1(sh_true)
+                truth_dm = highpass(nt - ns, m, sig)[m]
+                truth_interp = highpass(ni - nsi, m, sig)[m]
+                detail = highpass(n_ref - n_base, m, sig)[m]
+                rows.append({
+                    "light": light, "sample": i,
+                    "light_cos": float(v_fit @ v_true / np.linalg.norm(v_fit) / np.linalg.norm(v_true)),
+                    "b1_b0_fit": float(np.linalg.norm(v_fit) / a_fit),
+                    "b1_b0_true": float(np.linalg.norm(v_true) / a_true),
+                    "albedo_slope_corr": slope_corr(rel_albedo, t),
+                    "depth_shading_slope_corr": slope_corr(depth_shading, t),
+                    "image_corr": corr(image_ratio, t),
+                    "truth_dm_vs_interp": corr(truth_dm, truth_interp),
+                    "detail_vs_interp": corr(detail, truth_interp),
+                    "detail_vs_dm": corr(detail, truth_dm),
+                })
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- photos
@@ -631,6 +720,9 @@ def main() -> int:
     ap.add_argument("--live-frames", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--sfs", action="append", default=[], metavar="FIELD=VALUE",
+                    help="detail sections: override a realtime.refine.sfs.SfsOptions field (Python literal), "
+                         "e.g. --sfs photometric_scale=4 --sfs 'albedo_prior_phases=(0,)'")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-refine"), help="where the export goes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -641,8 +733,31 @@ def main() -> int:
     sections = set(args.sections.split(","))
     images = sorted((shared_dir() / "data" / "images").glob("*.jpg"))
     res: dict[str, Any] = {"loadavg_start": os.getloadavg()[0]}
+    sfs = None
+    if args.sfs:
+        import ast
+        import dataclasses
+
+        from realtime.refine.sfs import SfsOptions
+
+        sfs = dataclasses.replace(SfsOptions(), **{
+            key: ast.literal_eval(val) for key, val in (item.split("=", 1) for item in args.sfs)})
+        res["sfs_overrides"] = args.sfs
+    if "detaildiag" in sections:
+        res["detaildiag"] = bench_detail_diag(args.detail_samples, args.seed, args.lights.split(","), sfs)
+        if not args.json:
+            print("\n== detaildiag: fine stage on the true coarse face; t = true relative detail shading "
+                  "(see bench_detail_diag)")
+            print(f"{'light':>7} {'#':>3} {'lightcos':>8} {'b1/b0 fit':>9} {'true':>5} {'albedo s/r':>11} "
+                  f"{'depth s/r':>11} {'image r':>7} {'dm~interp':>9} {'det~interp':>10} {'det~dm':>6}")
+            for r in res["detaildiag"]:
+                print(f"{r['light']:>7} {r['sample']:>3} {r['light_cos']:8.3f} {r['b1_b0_fit']:9.2f} "
+                      f"{r['b1_b0_true']:5.2f} {r['albedo_slope_corr'][0]:5.2f}/{r['albedo_slope_corr'][1]:5.2f} "
+                      f"{r['depth_shading_slope_corr'][0]:5.2f}/{r['depth_shading_slope_corr'][1]:5.2f} "
+                      f"{r['image_corr']:7.2f} {r['truth_dm_vs_interp']:9.2f} {r['detail_vs_interp']:10.2f} "
+                      f"{r['detail_vs_dm']:6.2f}")
     if "detail" in sections:
-        res["detail"] = bench_detail(args.detail_samples, args.seed, args.lights.split(","))
+        res["detail"] = bench_detail(args.detail_samples, args.seed, args.lights.split(","), sfs)
         if not args.json:
             print("\n== detail: synthetic wrinkles/bumps, correlation of the recovered normal detail with the truth")
             print("   (deviation from the true smooth surface; e2e = landmarks -> fit -> medium -> fine, "
