@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from realtime.correspondence import Correspondence
     from realtime.facemodel import MorphableModel
     from realtime.fitting import FaceFitter, FitStage
-    from realtime.refine.photometric import PhotoFitOptions
+    from realtime.refine.photometric import PhotoFitOptions, PhotoFitResult, PhotoView
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +183,10 @@ class IdentityRefiner:
         target = (c + scale * (shape - c) - self._size_mean).reshape(-1)
         return np.asarray((self._size_solve @ target)[: len(identity)])
 
-    def run(self, req: IdentityRefineRequest) -> IdentityRefineResult:
-        from realtime.refine.photometric import PhotoView
-
-        t0 = time.perf_counter()
-        slots = tuple(v.slot for v in req.views)
-        if not req.views:
-            return IdentityRefineResult(req.generation, None, slots, req.frame_index, error="no views")
-        start = np.asarray(req.identity, np.float64)
-        views = [PhotoView(v.image, v.intrinsics, self._view_fit(v, start), v.track) for v in req.views]
-        res_lock = float(np.mean([pv.fit.residual_px for pv in views]))
+    def refine_views(self, views: Sequence[PhotoView], start: np.ndarray) -> tuple[np.ndarray, float,
+                                                                                   PhotoFitResult]:
+        """The photometric identity fit over ``views`` (start and prior centre ``start``), then, with
+        ``keep_size``, the size reset. Returns the identity, the scale applied and the fit's result."""
         res = self.photo.fit(views, start, start)
         refined = np.asarray(res.identity, np.float64)
         scale = 1.0
@@ -203,6 +197,19 @@ class IdentityRefiner:
             # measurement's, which the landmark lock carries: keep it.
             scale = self.size_ratio(refined, start)
             refined = self.rescaled(refined, scale)
+        return refined, scale, res
+
+    def run(self, req: IdentityRefineRequest) -> IdentityRefineResult:
+        from realtime.refine.photometric import PhotoView
+
+        t0 = time.perf_counter()
+        slots = tuple(v.slot for v in req.views)
+        if not req.views:
+            return IdentityRefineResult(req.generation, None, slots, req.frame_index, error="no views")
+        start = np.asarray(req.identity, np.float64)
+        views = [PhotoView(v.image, v.intrinsics, self._view_fit(v, start), v.track) for v in req.views]
+        res_lock = float(np.mean([pv.fit.residual_px for pv in views]))
+        refined, scale, res = self.refine_views(views, start)
         res_ref = float(np.mean([self._view_fit(v, refined).residual_px for v in req.views]))
         ms = (time.perf_counter() - t0) * 1e3
         log.info("identity refined from %d view(s) (%s) in %.0f ms: colour residual %.2f -> %.2f grey, size "

@@ -229,8 +229,7 @@ def refine_neutral_face(model: MorphableModel, correspondence: Correspondence, i
                                        np.asarray(f.rotation, np.float64), np.asarray(f.translation_mm, np.float64),
                                        0.0, 1.0, True), None)
              for f in frames]
-    res = refiner.photo.fit(views, start, start)
-    refined = refiner.rescaled(res.identity, refiner.size_ratio(res.identity, start))
+    refined, _, res = refiner.refine_views(views, start)
     return refined, (float(res.photometric_rms[0]), float(res.photometric_rms[1]))
 
 
