@@ -722,7 +722,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--sfs", action="append", default=[], metavar="FIELD=VALUE",
                     help="detail sections: override a realtime.refine.sfs.SfsOptions field (Python literal), "
-                         "e.g. --sfs photometric_scale=4 --sfs 'albedo_prior_phases=(0,)'")
+                         "e.g. --sfs photometric_scale=4 --sfs depth0_smoothing_px=2")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-refine"), help="where the export goes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -740,8 +740,17 @@ def main() -> int:
 
         from realtime.refine.sfs import SfsOptions
 
-        sfs = dataclasses.replace(SfsOptions(), **{
-            key: ast.literal_eval(val) for key, val in (item.split("=", 1) for item in args.sfs)})
+        fields = {f.name for f in dataclasses.fields(SfsOptions)}
+        overrides: dict[str, Any] = {}
+        for item in args.sfs:
+            key, sep, val = item.partition("=")
+            if not sep or key not in fields:
+                ap.error(f"--sfs {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
+            try:
+                overrides[key] = ast.literal_eval(val)
+            except (ValueError, SyntaxError):
+                ap.error(f"--sfs {item!r}: the value is not a Python literal")
+        sfs = dataclasses.replace(SfsOptions(), **overrides)
         res["sfs_overrides"] = args.sfs
     if "detaildiag" in sections:
         res["detaildiag"] = bench_detail_diag(args.detail_samples, args.seed, args.lights.split(","), sfs)
