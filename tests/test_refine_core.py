@@ -85,6 +85,50 @@ def test_sfs_recovers_synthetic_relief() -> None:
     assert set(res.timings_ms) >= {"lighting", "albedo", "depth"}
 
 
+def test_central_normals_fit_a_relief_shaded_at_the_pixel_centres() -> None:
+    """A camera samples the shading at pixel centres. Rendered that way (normals of the exact surface at each
+    centre), the relief is recovered by the default central-difference operator, and better than by the
+    forward-difference one, whose x and y slopes sit half a pixel right of and below the centre."""
+    size = 120
+    k = Intrinsics(400.0, 400.0, size / 2, size / 2, size, size)
+
+    def surface(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x, y = (u - k.cx) / k.fx * 400.0, (v - k.cy) / k.fy * 400.0
+        r2 = (x / 55.0) ** 2 + (y / 65.0) ** 2
+        smooth = 400.0 - 45.0 * np.sqrt(np.clip(1 - r2, 0, 1))
+        bump = 0.6 * np.sin(x / 1.15) * np.exp(-(((y + 15.0) / 12.0) ** 2)) \
+            + 0.6 * np.exp(-((x - 12.0) ** 2 + (y - 10.0) ** 2) / (2 * 2.5**2))
+        return smooth, smooth - bump, r2
+
+    v, u = np.mgrid[0:size, 0:size].astype(float)
+    z0, zt, r2 = surface(u, v)
+    valid = r2 < 0.98
+    eps = 1e-3  # the exact surface's normal at the centre (tangents over a thousandth of a pixel)
+
+    def point(du: float, dv: float) -> np.ndarray:
+        z = surface(u + du, v + dv)[1]
+        return np.stack(((u + du - k.cx) / k.fx * z, (v + dv - k.cy) / k.fy * z, z), axis=-1)
+
+    n = np.cross(point(0, eps) - point(0, -eps), point(eps, 0) - point(-eps, 0))
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    sh = np.zeros((9, 3))
+    sh[0], sh[1], sh[2], sh[3] = [1.6] * 3, [-0.4] * 3, [-1.0] * 3, [0.6] * 3  # ambient + key up-left-front
+    img = np.clip(np.array([0.8, 0.6, 0.5]) * (sh_basis(n) @ sh), 0, 1) * valid[..., None]
+    z0 = np.where(valid, z0, 0.0)
+    mask = r2 < 0.8
+    scores = {}
+    for op in ("central", "forward"):
+        res = run_sfs(img, z0, mask, np.zeros(mask.shape, int), k, SfsOptions(normal_operator=op))
+        m = res.mask & (r2 < 0.6)
+        truth = depth_normals(np.where(valid, zt, 0.0), k) - depth_normals(z0, k)
+        rec = depth_normals(res.depth, k) - depth_normals(res.depth0, k)
+        scores[op] = float(np.corrcoef(truth[m].ravel(), rec[m].ravel())[0, 1])
+    assert scores["central"] >= 0.6, scores
+    assert scores["central"] > scores["forward"] + 0.1, scores
+    with pytest.raises(ValueError, match="normal operator"):
+        run_sfs(img, z0, mask, np.zeros(mask.shape, int), k, SfsOptions(normal_operator="sobel"))
+
+
 def test_sfs_rejects_tiny_face() -> None:
     k = Intrinsics(100.0, 100.0, 4.0, 4.0, 8, 8)
     with pytest.raises(ValueError):

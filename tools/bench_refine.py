@@ -32,6 +32,7 @@ Sections (each prints a table; ``--json`` prints everything as one JSON object):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -90,6 +91,14 @@ def key_light_sh(rng: np.random.Generator) -> np.ndarray:
 LIGHTS = {"studio": studio_sh, "key45": key_light_sh}
 
 
+def _options(sfs: Any = None, medium_weight: float | None = None) -> Any:
+    """The product's refinement options with the bench's overrides (``--sfs``, ``--medium-weight``)."""
+    from realtime.refine.snapshot import RefineOptions
+
+    opts = RefineOptions() if sfs is None else RefineOptions(sfs=sfs)
+    return opts if medium_weight is None else dataclasses.replace(opts, medium_weight=medium_weight)
+
+
 def _texel_mm(atlas: Any, model: Any) -> float:
     """Median edge length of the face-area triangles in mm (mean shape) over their length in texels."""
     tri = atlas.triangles
@@ -101,7 +110,8 @@ def _texel_mm(atlas: Any, model: Any) -> float:
     return float(np.median(mm[ok] / tx[ok]))
 
 
-def bench_detail(n: int, seed: int, lights: list[str], sfs: Any = None) -> dict[str, Any]:
+def bench_detail(n: int, seed: int, lights: list[str], sfs: Any = None,
+                 medium_weight: float | None = None) -> dict[str, Any]:
     """Normals are compared as deviations from the *true* undisplaced surface, all from depth maps through
     the fine stage's own operator (forward differences), on the same crop pixels: the truth is
     n(displaced) - n(smooth); the refined mesh scores n(refined) - n(smooth), so a perfect reconstruction
@@ -129,7 +139,7 @@ def bench_detail(n: int, seed: int, lights: list[str], sfs: Any = None) -> dict[
     corr_tab = load_correspondence(model)
     rows = []
     with SyntheticGenerator(model, 512, 512, seed=seed) as gen, \
-            RefineEngine(model, corr_tab, RefineOptions(sfs=sfs)) as eng, \
+            RefineEngine(model, corr_tab, _options(sfs, medium_weight)) as eng, \
             RefineEngine(model, corr_tab, RefineOptions(medium=False, photometric=False, sfs=sfs)) as eng_true:
         for light in lights:
             for i in range(n):
@@ -307,7 +317,8 @@ def resample_crop(values: np.ndarray, src: Any, dst: Any, nearest: bool = False)
     return np.asarray(out)
 
 
-def bench_photos(images: list[Path], holdout_fraction: float = 0.25) -> dict[str, Any]:
+def bench_photos(images: list[Path], holdout_fraction: float = 0.25, sfs: Any = None,
+                 medium_weight: float | None = None) -> dict[str, Any]:
     """Each photo through the product (landmark fit -> photometric identity/pose refinement -> medium -> fine)
     and through the pipeline without the photometric step (the landmark fit's own mesh, which the live path
     shows). Every error (mean |I - render|, grey levels) is over the same pixels: the product's refined face
@@ -332,14 +343,14 @@ def bench_photos(images: list[Path], holdout_fraction: float = 0.25) -> dict[str
     from realtime.errors import UserError
     from realtime.facemodel import load_face_model
     from realtime.refine.job import RefineEngine, RefineRequest
-    from realtime.refine.snapshot import RefineOptions
 
     model = load_face_model()
     corr_tab = load_correspondence(model)
     rows = []
-    with RefineEngine(model, corr_tab) as eng, \
-            RefineEngine(model, corr_tab, RefineOptions(photometric=False)) as eng_lm, \
-            RefineEngine(model, corr_tab, RefineOptions(holdout_fraction=holdout_fraction)) as eng_ho:
+    base = _options(sfs, medium_weight)
+    with RefineEngine(model, corr_tab, base) as eng, \
+            RefineEngine(model, corr_tab, dataclasses.replace(base, photometric=False)) as eng_lm, \
+            RefineEngine(model, corr_tab, dataclasses.replace(base, holdout_fraction=holdout_fraction)) as eng_ho:
         eng.run(RefineRequest(image=load_rgb(images[0])))  # warm-up (imports, tracker graph)
         for path in images:
             img = load_rgb(path)
@@ -721,8 +732,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--sfs", action="append", default=[], metavar="FIELD=VALUE",
-                    help="detail sections: override a realtime.refine.sfs.SfsOptions field (Python literal), "
-                         "e.g. --sfs photometric_scale=4 --sfs depth0_smoothing_px=2")
+                    help="detail, detaildiag and photos sections: override a realtime.refine.sfs.SfsOptions field "
+                         "(Python literal), e.g. --sfs photometric_scale=4 --sfs depth0_smoothing_px=2")
+    ap.add_argument("--medium-weight", type=float, default=None,
+                    help="detail and photos sections: scale of the medium stage's landmark weights "
+                         "(RefineOptions.medium_weight)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-refine"), help="where the export goes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -736,7 +750,6 @@ def main() -> int:
     sfs = None
     if args.sfs:
         import ast
-        import dataclasses
 
         from realtime.refine.sfs import SfsOptions
 
@@ -766,7 +779,8 @@ def main() -> int:
                       f"{r['image_corr']:7.2f} {r['truth_dm_vs_interp']:9.2f} {r['detail_vs_interp']:10.2f} "
                       f"{r['detail_vs_dm']:6.2f}")
     if "detail" in sections:
-        res["detail"] = bench_detail(args.detail_samples, args.seed, args.lights.split(","), sfs)
+        res["detail"] = bench_detail(args.detail_samples, args.seed, args.lights.split(","), sfs,
+                                     args.medium_weight)
         if not args.json:
             print("\n== detail: synthetic wrinkles/bumps, correlation of the recovered normal detail with the truth")
             print("   (deviation from the true smooth surface; e2e = landmarks -> fit -> medium -> fine, "
@@ -787,7 +801,7 @@ def main() -> int:
                 print(f"{light:>7} {'mean':>4} " + " ".join(f"{m[c]:9.3f}" if c in m else f"{'-':>9}"
                                                           for c in cols))
     if "photos" in sections:
-        res["photos"] = bench_photos(images)
+        res["photos"] = bench_photos(images, sfs=sfs, medium_weight=args.medium_weight)
         if not args.json:
             print("\n== photos: photometric error (grey levels), all renders on the same pixels (product's refined "
                   "face within the landmark-fit run's face)")

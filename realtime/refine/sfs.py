@@ -17,8 +17,10 @@ Differences from the paper, and why: the paper runs Adam on a GPU; here each ene
 Gauss-Newton steps with sparse solves (numpy/scipy only, a few seconds on two CPU cores). The smoothness
 and gradient terms act on the detail layer ``d - d0`` (so the coarse face's own curvature is not
 flattened), and the gradient term compares the albedo-free shading image with the height ``h = -(d - d0)``
-(a groove is deeper and darker). Units: intensities in [0, 1] times ``photometric_scale`` (the paper does
-not give its units), depth in mm, pixels about 1 mm on the face. The specular layer (ε = 1) is available
+(a groove is deeper and darker). A pixel's normal comes from central differences of the depth map, so it
+belongs to the pixel centre where the image was sampled (``SfsOptions.normal_operator``). Units:
+intensities in [0, 1] times ``photometric_scale`` (the paper does not give its units), depth in mm, pixels
+about 1 mm on the face. The specular layer (ε = 1) is available
 but off by default: on the photos it absorbed the shading the depth should explain. Light and albedo are
 re-estimated once on the refined normals, and the detail fades out over 6 px at the mask border.
 """
@@ -72,6 +74,15 @@ def _normal_from(zc: np.ndarray, zr: np.ndarray, zd: np.ndarray,
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
+def _central_normal(zl: np.ndarray, zr: np.ndarray, zu: np.ndarray, zd: np.ndarray,
+                    rl: np.ndarray, rr: np.ndarray, ru: np.ndarray, rd: np.ndarray) -> np.ndarray:
+    """Normals (toward the camera) at pixel centres from the left/right and up/down neighbours' depths."""
+    tu = zr[:, None] * rr - zl[:, None] * rl
+    tv = zd[:, None] * rd - zu[:, None] * ru
+    n = np.cross(tv, tu)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
 def depth_normals(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     """(H, W, 3) camera-space unit normals of a depth map (forward differences; 0 where undefined)."""
     h, w = depth.shape
@@ -105,8 +116,20 @@ class SfsOptions:
     geometry's share stays (11-13 %), the synthetic detail correlation is unchanged (seed 11)."""
     lambda_specular: float = 0.5
     """λβ (paper)."""
-    depth0_smoothing_px: float = 1.0
-    """σ of the Gaussian that removes the triangle facets from the medium depth map before optimising."""
+    depth0_smoothing_px: float = 0.0
+    """σ of a Gaussian applied to the medium depth map inside the face before optimising (0: none). Sixth
+    session (tools/bench_refine.py, studio light, seeds 11 + 13, 12 samples): 1 px blurred the coarse face's
+    curvature into the base the detail is measured against; 0 raised the fine stage on the true face from
+    0.45 to 0.52 with central differences (0.42 → 0.48 with forward ones)."""
+    normal_operator: str = "central"
+    """How the depth phases compute a pixel's normal from the depth map. "central": from its left/right and
+    up/down neighbours, so the normal belongs to the pixel centre where the image was sampled; "forward":
+    from the pixel and its right/down neighbours (the x slope half a pixel right, the y slope half a pixel
+    down of the centre). Measured (sixth session): with the true light and albedo and the true smooth base,
+    a stronger data term made the forward operator's detail *worse* (0.57 → 0.43 for photometric_scale 6 →
+    24): it fitted the shading half a pixel off. Central: detail correlation +0.04 to +0.14 (studio / key
+    light, fine stage and end to end). Its Nyquist (checkerboard) null space is held by the Laplacian of
+    the detail (λd2)."""
     final_relight: bool = True
     """Re-estimate light and albedo once on the refined normals (the coarse render gets the same treatment
     on its own normals)."""
@@ -134,10 +157,17 @@ class SfsOptions:
     """Intensity unit of ΔI in Eq. 9 (same caveat). 255 (8-bit units) lets the gradient term carve the
     shading into the depth out of phase (detail correlation < 0 on the synthetic test); 3-6 keep it a mild
     prior toward "dark is deep"."""
-    sh_band2_ridge: float = 1e-2
+    refit_light_on_albedo: bool = False
+    """Re-fit the light once the albedo map is estimated (stage 2), and use that light in the depth phases.
+    Off (the paper's order: the light of stage 1, fitted with a uniform albedo, is kept). Measured (sixth
+    session, tools/bench_refine.py, studio light): the albedo map takes up part of the face's broad shading,
+    and the re-fitted light then trades its constant term for its frontal (z) term; with it the fine stage
+    on the true face scored 0.52, without it 0.58 (seed 11). With the true light it scores 0.64."""
+    sh_band2_ridge: float = 0.1
     """Per-pixel ridge on the band-2 lighting coefficients (``fit_sh``). Measured (tools/bench_refine.py
     and the fine stage on the true coarse face): 1e-4 (off) 0.37, 1e-2 0.43 wrinkle correlation under the
-    studio light."""
+    studio light (fourth session). Sixth session, with the stage-1 light kept: 0.01 → 0.1 raises the
+    end-to-end figure 0.450 → 0.466 (studio, seeds 11 + 13); the photos' errors move by < 0.3 grey levels."""
     half_pixel_target: bool = False
     """Shade each forward-difference normal against the image at its own position (+0.5 px, the 2x2 block
     mean) in the depth phases, and average the refined normals back onto the pixel centres. Off by default:
@@ -341,7 +371,7 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     ``intrinsics`` of the crop; ``smooth_normals`` (H, W, 3) the medium mesh's interpolated vertex normals
     (camera space, toward the camera): with them the lighting/albedo initialisation and the coarse render
     use smooth shading, as the live view does, instead of the faceted normals of the triangles' depth.
-    The depth map itself is smoothed by σ = 1 px inside the face before optimisation for the same reason.
+    ``options.depth0_smoothing_px`` optionally smooths the depth map itself inside the face first.
     ``holdout`` (H, W) bool: pixels left out of every data term (light, region colours, albedo, depth and its
     gradient term), for measuring what the renders predict there (``tools/bench_refine.py``).
     """
@@ -349,6 +379,11 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     timings: dict[str, float] = {}
     image_px = np.asarray(image, np.float64)
     target = image_px
+    if opts.normal_operator not in ("central", "forward"):
+        raise ValueError(f"unknown normal operator {opts.normal_operator!r} (central or forward)")
+    central = opts.normal_operator == "central"
+    if opts.half_pixel_target and central:
+        raise ValueError("half_pixel_target applies to the forward normal operator only")
     if opts.half_pixel_target:
         # a normal from forward differences belongs to the point between a pixel and its right/down
         # neighbours (+0.5, +0.5): the depth phases compare its shading with the image there (mean of the
@@ -364,6 +399,11 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     var[:, -1] = False
     var[-1, :] = False
     var[:-1, :-1] &= valid[:-1, 1:] & valid[1:, :-1]
+    if central:
+        # ... and their left and up neighbours too
+        var[:, 0] = False
+        var[0, :] = False
+        var[1:, 1:] &= valid[1:, :-1] & valid[:-1, 1:]
     grid = _Grid(var)
     if grid.n < 100:
         raise ValueError("face too small for shape from shading")
@@ -371,30 +411,34 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
     lap = grid.laplacian()
     rays = _rays(h, w, intrinsics)
     yy, xx = grid.yy, grid.xx
-    rc, rr, rd = rays[yy, xx], rays[yy, xx + 1], rays[yy + 1, xx]
-    idx_r = grid.index[yy, xx + 1]
-    idx_d = grid.index[yy + 1, xx]
-    fixed_r = depth0[yy, xx + 1].astype(np.float64)
-    fixed_d = depth0[yy + 1, xx].astype(np.float64)
+    # the stencil of a pixel's normal: the pixel itself and its right/down neighbours (forward), or its
+    # left/right/up/down neighbours (central); neighbours outside the optimised set keep the medium depth
+    offsets = ((0, -1), (0, 1), (-1, 0), (1, 0)) if central else ((0, 0), (0, 1), (1, 0))
+    sy = [np.clip(yy + oy, 0, h - 1) for oy, _ in offsets]
+    sx = [np.clip(xx + ox, 0, w - 1) for _, ox in offsets]
+    stencil_idx = [grid.index[a, b] for a, b in zip(sy, sx, strict=True)]
+    stencil_rays = [rays[a, b] for a, b in zip(sy, sx, strict=True)]
     seen = var if holdout is None else var & ~np.asarray(holdout, bool)
     photo_w = np.asarray(opts.region_photo_weight, np.float64)[np.clip(regions, 0, 4)] * seen
     albedo_w = photo_w if opts.albedo_region_weight is None else (
         np.asarray(opts.albedo_region_weight, np.float64)[np.clip(regions, 0, 4)] * seen)
     sig = opts.depth0_smoothing_px
-    # normalised convolution over the face pixels only: never blend across the jaw/ear silhouettes
-    cover = np.maximum(gaussian_filter(var * 1.0, sig), 1e-6)
-    smooth = gaussian_filter(np.where(var, depth0, 0.0), sig) / cover
-    depth0 = np.where(var, smooth, depth0)
+    if sig > 0:
+        # normalised convolution over the face pixels only: never blend across the jaw/ear silhouettes
+        cover = np.maximum(gaussian_filter(var * 1.0, sig), 1e-6)
+        smooth = gaussian_filter(np.where(var, depth0, 0.0), sig) / cover
+        depth0 = np.where(var, smooth, depth0)
     x0 = depth0[yy, xx].astype(np.float64)
+    stencil_fixed = [depth0[a, b].astype(np.float64) for a, b in zip(sy, sx, strict=True)]
 
-    def neighbours(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        zr = np.where(idx_r >= 0, x[np.maximum(idx_r, 0)], fixed_r)
-        zd = np.where(idx_d >= 0, x[np.maximum(idx_d, 0)], fixed_d)
-        return zr, zd
+    def stencil(x: np.ndarray) -> list[np.ndarray]:
+        return [np.where(i >= 0, x[np.maximum(i, 0)], f) for i, f in zip(stencil_idx, stencil_fixed, strict=True)]
+
+    def normal_of_stencil(z: list[np.ndarray]) -> np.ndarray:
+        return _central_normal(*z, *stencil_rays) if central else _normal_from(*z, *stencil_rays)
 
     def normals_of(x: np.ndarray) -> np.ndarray:
-        zr, zd = neighbours(x)
-        return _normal_from(x, zr, zd, rc, rr, rd)
+        return normal_of_stencil(stencil(x))
 
     # 1. lighting from a constant mean albedo and the medium normals (ε = 0)
     n0 = normals_of(x0)
@@ -430,12 +474,15 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
         else None
     timings["lighting"] = (time.perf_counter() - t0) * 1e3
 
-    # 2. albedo on the medium normals, refit the light with it
+    # 2. albedo on the medium normals (and, if asked, the light re-fitted with it)
     t1 = time.perf_counter()
     zero_spec = np.zeros((h, w))
     g = optimise_albedo(image, shading0, zero_spec, prior, albedo_w, grid, opts, rtv_init=rtv_init)
     albedo_img = grid.scatter(g, 0.0)
-    sh = fit_sh(image, np.maximum(albedo_img, 1e-3), n0_img, photo_w, opts.sh_band2_ridge)
+    if opts.refit_light_on_albedo:
+        sh = fit_sh(image, np.maximum(albedo_img, 1e-3), n0_img, photo_w, opts.sh_band2_ridge)
+    else:
+        sh = sh0 / 0.6
     shading = np.maximum(sh_basis(n0_img) @ sh, 1e-3)
     g = optimise_albedo(image, shading, zero_spec, prior, albedo_w, grid, opts, iterations=1, init=g)
     albedo0 = grid.scatter(g)
@@ -479,22 +526,17 @@ def run_sfs(image: np.ndarray, depth0: np.ndarray, mask: np.ndarray, regions: np
             gi_x = dx @ shading_lum[yy, xx]
             gi_y = dy @ shading_lum[yy, xx]
             for _ in range(opts.gn_steps):
-                zr, zd = neighbours(x)
-                n_cur = _normal_from(x, zr, zd, rc, rr, rd)
-                shade = sh_basis(n_cur) @ sh
+                z = stencil(x)
+                shade = sh_basis(normal_of_stencil(z)) @ sh
                 sw = np.sqrt(pw)[:, None] * opts.photometric_scale
                 r = (g * shade + spec[:, None] - img_p) * sw  # (n, 3)
-                cols = []
-                for which in range(3):
-                    args = [x, zr, zd]
-                    args[which] = args[which] + hstep
-                    nn = _normal_from(args[0], args[1], args[2], rc, rr, rd)
-                    cols.append((g * (sh_basis(nn) @ sh - shade)) * sw / hstep)
-                jc, jr, jd = cols
-                # sparse J: 3 rows per pixel, columns self/right/down
+                # sparse J: 3 rows per pixel, one column per optimised stencil member (finite differences)
                 rows3 = np.arange(grid.n * 3).reshape(grid.n, 3)
-                rr_list, cc_list, vv_list = [rows3.ravel()], [np.repeat(np.arange(grid.n), 3)], [jc.ravel()]
-                for jn, idn in ((jr, idx_r), (jd, idx_d)):
+                rr_list, cc_list, vv_list = [], [], []
+                for which, idn in enumerate(stencil_idx):
+                    moved = list(z)
+                    moved[which] = moved[which] + hstep
+                    jn = (g * (sh_basis(normal_of_stencil(moved)) @ sh - shade)) * sw / hstep
                     sel = idn >= 0
                     rr_list.append(rows3[sel].ravel())
                     cc_list.append(np.repeat(idn[sel], 3))

@@ -34,6 +34,8 @@ class RefineOptions:
     max_crop_px: int = 260
     uv_size: int = 256
     medium: bool = True
+    medium_weight: float = 1.0
+    """Scale of the medium stage's landmark weights (the paper's 0.6 / 0.1 per region)."""
     photometric: bool = True
     """Refine the landmark fit's identity and pose against the image(s) first (``realtime.refine.photometric``)."""
     photo: PhotoFitOptions = field(default_factory=PhotoFitOptions)
@@ -181,7 +183,7 @@ def refine_snapshot(
     tri = np.asarray(model.triangles)
     if opts.medium:
         ids = correspondence.vertex_ids[:N_SURFACE]
-        lw = landmark_weights(model, ids, correspondence.weights[:N_SURFACE])
+        lw = landmark_weights(model, ids, correspondence.weights[:N_SURFACE]) * opts.medium_weight
         med = laplacian_deform(
             coarse,
             tri,
