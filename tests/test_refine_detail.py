@@ -46,29 +46,47 @@ def test_detail_network_agrees_with_sfs_on_a_new_synthetic_face() -> None:
     assert set(fast.timings_ms) == {"unwrap", "network", "total"}
 
 
+def _portrait_light(light: str) -> np.ndarray:
+    """SH coefficients of ambient + one key light (camera axes: y down, z forward): "key45" 45° to the side and
+    35° up; "studio" a softer portrait set-up, stronger ambient and a key ~30° to the side and ~15° up (the
+    bench's ``studio_sh``: shading sees a bump's tilt only along the light's sideways component)."""
+    sh = np.zeros((9, 3), np.float32)
+    if light == "key45":
+        d = np.array([np.sin(np.radians(45)) * np.cos(np.radians(35)), -np.sin(np.radians(35)),
+                      -np.cos(np.radians(45)) * np.cos(np.radians(35))])
+        sh[0] = 0.4 / 0.282095
+        sh[1], sh[2], sh[3] = 0.6 * d[1] / 0.488603, 0.6 * d[2] / 0.488603, 0.6 * d[0] / 0.488603
+    else:
+        sh[0] = 0.5 / 0.282095
+        sh[1], sh[2], sh[3] = -0.2 / 0.488603, -0.5 / 0.488603, 0.3 / 0.488603
+    return sh
+
+
 @pytest.mark.slow
-def test_fine_stage_recovers_synthetic_wrinkles_on_the_true_coarse_face() -> None:
-    """Render with wrinkles/bumps of known position under a portrait key light; the fine stage, given the
-    true coarse face, recovers their normals (correlation >= 0.5, the issue's target), far above the
-    coarse face (about 0). The end-to-end figure (landmark fit first) is in tools/bench_refine.py."""
+@pytest.mark.parametrize("light", ["key45", "studio"])
+def test_fine_stage_recovers_synthetic_wrinkles_on_the_true_coarse_face(light: str) -> None:
+    """Render with wrinkles/bumps of known position; the fine stage, given the true coarse face, recovers their
+    normals (under the key light correlation >= 0.5, the issue's target, both against the true surface and as
+    detail relative to its own base, band-split at 5 mm as in tools/bench_refine.py; under the softer studio
+    light with the floors below), far above the coarse face (about 0). The end-to-end figures (landmark fit
+    first) are in tools/bench_refine.py."""
     from realtime.correspondence import load_correspondence
     from realtime.facemodel import load_face_model
-    from realtime.refine.detail_synth import normal_detail_correlation, render_detail_sample
+    from realtime.refine.detail_synth import (
+        normal_detail_correlation,
+        own_base_detail_correlation,
+        render_detail_sample,
+    )
     from realtime.refine.job import RefineEngine, RefineRequest
     from realtime.refine.snapshot import RefineOptions
     from realtime.results import FaceFit, Pose
     from realtime.synthetic import SyntheticGenerator
 
     model = load_face_model()
-    # a key light 45° to the side, 35° up, plus ambient (camera axes: y down, z forward)
-    d = np.array([np.sin(np.radians(45)) * np.cos(np.radians(35)), -np.sin(np.radians(35)),
-                  -np.cos(np.radians(45)) * np.cos(np.radians(35))])
-    sh = np.zeros((9, 3), np.float32)
-    sh[0] = 0.4 / 0.282095
-    sh[1], sh[2], sh[3] = 0.6 * d[1] / 0.488603, 0.6 * d[2] / 0.488603, 0.6 * d[0] / 0.488603
     with SyntheticGenerator(model, 512, 512, seed=3) as gen, \
             RefineEngine(model, load_correspondence(model), RefineOptions(medium=False)) as eng:
-        ds = render_detail_sample(gen, model, eng.atlas, 1234, distance_mm=330.0, sh_coeffs=sh, yaw_deg=10.0,
+        ds = render_detail_sample(gen, model, eng.atlas, 1234, distance_mm=330.0, sh_coeffs=_portrait_light(light),
+                                  yaw_deg=10.0,
                                   albedo=np.tile(np.array([0.82, 0.64, 0.54], np.float32), (model.n_vertices, 1)))
         v = np.asarray(ds.vertices_mm)
         lm = v[model.landmarks68]
@@ -76,7 +94,13 @@ def test_fine_stage_recovers_synthetic_wrinkles_on_the_true_coarse_face() -> Non
                       np.zeros(model.n_identity), v, ds.intrinsics.project(lm), lm, 0.0, 1.0)
         _, ref = eng.run(RefineRequest(image=ds.image, intrinsics=ds.intrinsics, fit=fit))
     k = ref.crop.intrinsics
-    refined = normal_detail_correlation(ds, ref.sfs.depth, ref.sfs.mask, k)
-    coarse = normal_detail_correlation(ds, ref.sfs.depth0, ref.sfs.mask, k)
-    assert refined >= 0.5, (refined, coarse)
+    s = ref.sfs
+    refined = normal_detail_correlation(ds, s.depth, s.mask, k)
+    coarse = normal_detail_correlation(ds, s.depth0, s.mask, k)
+    own_base = own_base_detail_correlation(ds, s.depth, s.depth0, s.mask, k, float(np.median(s.depth0[s.mask])) / k.fx)
+    # key light: 0.63 / 0.74 measured. Studio: 0.43 / 0.51 measured (the sixth session's fine stage; the
+    # fifth's scored 0.27 / 0.30 on this render), asserted with a margin for BLAS differences between machines
+    floor_true, floor_own = (0.5, 0.5) if light == "key45" else (0.35, 0.45)
+    assert refined >= floor_true, (refined, own_base, coarse)
+    assert own_base >= floor_own, (refined, own_base, coarse)
     assert coarse < 0.2, coarse
