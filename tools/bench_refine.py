@@ -12,7 +12,8 @@ Sections (each prints a table; ``--json`` prints everything as one JSON object):
              stage-1 light against the true one, how much of the detail's shading the albedo map and the
              refined depth take, how much the image carries, and the bench's depth-map truth against the
              renderer's interpolated normals (``bench_detail_diag``). ``--sfs FIELD=VALUE`` overrides a
-             ``SfsOptions`` field in both detail sections.
+             ``SfsOptions`` field in both detail sections and in photos; ``--medium-weight W`` scales the
+             medium stage's landmark weights (``RefineOptions.medium_weight``) in detail and photos.
 * photos   — the real photos in ../shared/data/images: photometric error (mean |I - render|, grey levels)
              of the coarse renders (region colours; the same albedo-map estimation) and the refined render
              on the same pixels (all and interior), the error on held-out blocks, stage times (wall and CPU
@@ -26,7 +27,7 @@ Sections (each prints a table; ``--json`` prints everything as one JSON object):
              onnxruntime and correlation of its displacement maps with the SFS maps on held-out samples.
 
     .venv/bin/python tools/bench_refine.py [--sections detail,detaildiag,photos,twoview,live,network] [--json]
-        [--seed 7] [--detail-samples 3] [--lights studio,key45] [--sfs FIELD=VALUE ...]
+        [--seed 7] [--detail-samples 3] [--lights studio,key45] [--sfs FIELD=VALUE ...] [--medium-weight W]
 """
 
 from __future__ import annotations
