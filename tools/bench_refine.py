@@ -11,9 +11,7 @@ Sections (each prints a table; ``--json`` prints everything as one JSON object):
 * detaildiag — where the fine stage loses the synthetic detail (fine stage on the true coarse face): the
              stage-1 light against the true one, how much of the detail's shading the albedo map and the
              refined depth take, how much the image carries, and the bench's depth-map truth against the
-             renderer's interpolated normals (``bench_detail_diag``). ``--sfs FIELD=VALUE`` overrides a
-             ``SfsOptions`` field in both detail sections and in photos; ``--medium-weight W`` scales the
-             medium stage's landmark weights (``RefineOptions.medium_weight``) in detail and photos.
+             renderer's interpolated normals (``bench_detail_diag``).
 * photos   — the real photos in ../shared/data/images: photometric error (mean |I - render|, grey levels)
              of the coarse renders (region colours; the same albedo-map estimation) and the refined render
              on the same pixels (all and interior), the error on held-out blocks, stage times (wall and CPU
@@ -28,6 +26,10 @@ Sections (each prints a table; ``--json`` prints everything as one JSON object):
 
     .venv/bin/python tools/bench_refine.py [--sections detail,detaildiag,photos,twoview,live,network] [--json]
         [--seed 7] [--detail-samples 3] [--lights studio,key45] [--sfs FIELD=VALUE ...] [--medium-weight W]
+
+``--sfs FIELD=VALUE`` overrides a ``SfsOptions`` field in the detail, detaildiag and photos sections;
+``--medium-weight W`` scales the medium stage's landmark weights (``RefineOptions.medium_weight``) in detail
+and photos.
 """
 
 from __future__ import annotations
@@ -100,6 +102,23 @@ def _options(sfs: Any = None, medium_weight: float | None = None) -> Any:
     return opts if medium_weight is None else dataclasses.replace(opts, medium_weight=medium_weight)
 
 
+def _detail_sample(gen: Any, model: Any, atlas: Any, seed: int, i: int, light: str) -> tuple[Any, np.ndarray, Any]:
+    """The bench's synthetic detail render ``i`` of ``seed`` under ``light``: the sample, its true SH light
+    and the true coarse fit (pose and undisplaced vertices, as the fine stage alone is given it)."""
+    from realtime.refine.detail_synth import render_detail_sample
+    from realtime.results import FaceFit, Pose
+
+    rng = np.random.default_rng(seed * 1000 + i)
+    sh_true = np.asarray(LIGHTS[light](rng), np.float64)
+    ds = render_detail_sample(gen, model, atlas, seed * 1000 + i, distance_mm=330.0,
+                              albedo=np.tile(LIGHT_SKIN, (model.n_vertices, 1)), sh_coeffs=sh_true)
+    v = np.asarray(ds.vertices_mm)
+    lm = v[model.landmarks68]
+    true_fit = FaceFit(Pose(ds.rotation, ds.translation_mm), np.zeros(model.n_expressions),
+                       np.zeros(model.n_identity), v, ds.intrinsics.project(lm), lm, 0.0, 1.0)
+    return ds, sh_true, true_fit
+
+
 def _texel_mm(atlas: Any, model: Any) -> float:
     """Median edge length of the face-area triangles in mm (mean shape) over their length in texels."""
     tri = atlas.triangles
@@ -114,7 +133,7 @@ def _texel_mm(atlas: Any, model: Any) -> float:
 def bench_detail(n: int, seed: int, lights: list[str], sfs: Any = None,
                  medium_weight: float | None = None) -> dict[str, Any]:
     """Normals are compared as deviations from the *true* undisplaced surface, all from depth maps through
-    the fine stage's own operator (forward differences), on the same crop pixels: the truth is
+    one operator (``depth_normals``, forward differences), on the same crop pixels: the truth is
     n(displaced) - n(smooth); the refined mesh scores n(refined) - n(smooth), so a perfect reconstruction
     scores 1 and the coarse mesh about 0. (Comparing n(refined) - n(medium) instead, as the first version
     did, caps even a perfect reconstruction at ~0.4: the medium mesh's own shape error, twice the bumps'
@@ -127,12 +146,10 @@ def bench_detail(n: int, seed: int, lights: list[str], sfs: Any = None,
         highpass,
         normal_detail_correlation,
         own_base_detail_correlation,
-        render_detail_sample,
     )
     from realtime.refine.job import RefineEngine, RefineRequest
     from realtime.refine.sfs import SfsOptions, depth_normals
     from realtime.refine.snapshot import RefineOptions
-    from realtime.results import FaceFit, Pose
     from realtime.synthetic import SyntheticGenerator
 
     sfs = sfs or SfsOptions()
@@ -144,21 +161,8 @@ def bench_detail(n: int, seed: int, lights: list[str], sfs: Any = None,
             RefineEngine(model, corr_tab, RefineOptions(medium=False, photometric=False, sfs=sfs)) as eng_true:
         for light in lights:
             for i in range(n):
-                rng = np.random.default_rng(seed * 1000 + i)
-                ds = render_detail_sample(
-                    gen,
-                    model,
-                    eng.atlas,
-                    seed * 1000 + i,
-                    distance_mm=330.0,
-                    albedo=np.tile(LIGHT_SKIN, (model.n_vertices, 1)),
-                    sh_coeffs=LIGHTS[light](rng),
-                )
+                ds, _, true_fit = _detail_sample(gen, model, eng.atlas, seed, i, light)
                 k0 = ds.intrinsics
-                v = np.asarray(ds.vertices_mm)
-                lm = v[model.landmarks68]
-                true_fit = FaceFit(Pose(ds.rotation, ds.translation_mm), np.zeros(model.n_expressions),
-                                   np.zeros(model.n_identity), v, k0.project(lm), lm, 0.0, 1.0)
                 row: dict[str, Any] = {"light": light, "sample": i}
                 for run, engine, fit in (("e2e", eng, None), ("stage", eng_true, true_fit)):
                     try:
@@ -233,11 +237,10 @@ def bench_detail_diag(n: int, seed: int, lights: list[str], sfs: Any = None) -> 
     the shaded normals would score); the refined detail against both truths on the same pixels."""
     from realtime.correspondence import load_correspondence
     from realtime.facemodel import load_face_model
-    from realtime.refine.detail_synth import DETAIL_BAND_MM, highpass, render_detail_sample
+    from realtime.refine.detail_synth import DETAIL_BAND_MM, highpass
     from realtime.refine.job import RefineEngine, RefineRequest
     from realtime.refine.sfs import SfsOptions, depth_normals, sh_basis
     from realtime.refine.snapshot import RefineOptions
-    from realtime.results import FaceFit, Pose
     from realtime.synthetic import SyntheticGenerator
 
     lum = np.array([0.299, 0.587, 0.114])
@@ -256,14 +259,7 @@ def bench_detail_diag(n: int, seed: int, lights: list[str], sfs: Any = None) -> 
     with SyntheticGenerator(model, 512, 512, seed=seed) as gen, RefineEngine(model, corr_tab, opts) as eng:
         for light in lights:
             for i in range(n):
-                rng = np.random.default_rng(seed * 1000 + i)
-                sh_true = np.asarray(LIGHTS[light](rng), np.float64)
-                ds = render_detail_sample(gen, model, eng.atlas, seed * 1000 + i, distance_mm=330.0,
-                                          albedo=np.tile(LIGHT_SKIN, (model.n_vertices, 1)), sh_coeffs=sh_true)
-                v = np.asarray(ds.vertices_mm)
-                lm = v[model.landmarks68]
-                fit = FaceFit(Pose(ds.rotation, ds.translation_mm), np.zeros(model.n_expressions),
-                              np.zeros(model.n_identity), v, ds.intrinsics.project(lm), lm, 0.0, 1.0)
+                ds, sh_true, fit = _detail_sample(gen, model, eng.atlas, seed, i, light)
                 _, ref = eng.run(RefineRequest(image=ds.image, intrinsics=ds.intrinsics, fit=fit))
                 s, k = ref.sfs, ref.crop.intrinsics
                 nt, ns = ds.depth_map_normals(k), ds.depth_map_normals(k, displaced=False)

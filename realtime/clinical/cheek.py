@@ -302,9 +302,9 @@ def refine_cheek_puff(series: SessionSeries, session_dir: str | Path, model: Mor
     identity = series.session_identity()
     id_frames = [params(int(i)) for i in id_rows if int(i) in images]
     id_rms = (0.0, 0.0)
-    if progress is not None:
-        progress("refining the neutral face", 0, 1)
     if len(id_frames) >= 2:
+        if progress is not None:
+            progress("refining the neutral face", 0, 1)
         identity, id_rms = refine_neutral_face(model, corr, identity, intr, id_frames, o)
         log.info("cheek puff: neutral face refined on %d frames, colour residual %.2f -> %.2f grey",
                  len(id_frames), *id_rms)

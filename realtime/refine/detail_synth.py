@@ -55,8 +55,8 @@ class DetailSample:
     def depth_map_normals(self, intrinsics: Intrinsics, displaced: bool = True) -> np.ndarray:
         """(H, W, 3) normals of the dense face's depth map seen by ``intrinsics`` (0 where undefined).
 
-        The same operator (:func:`realtime.refine.sfs.depth_normals`, forward differences of the depth map)
-        that gives the fine stage's normals, so truth and recovered normals sit on the same pixels with the
+        The operator (:func:`realtime.refine.sfs.depth_normals`, forward differences of the depth map) the
+        scores apply to the recovered depth too, so truth and recovered normals sit on the same pixels with the
         same half-pixel offset and discretisation.
         """
         from realtime.refine.raster import depth_map
